@@ -1,0 +1,1 @@
+"""arq: Attentive Reasoning Queries."""

@@ -1,0 +1,254 @@
+"""Checking each step as soon as it is complete.
+
+A step is checked against everything the schema says about it: its type, its constraints
+and the schema's own field validators, including those that read earlier steps
+(`info.data`) and the run's context (`info.context`). Cross-step checks run as soon as
+every step they read is accepted.
+
+How one field is validated alone: from the schema's Pydantic core schema we build, per
+step, a `model-fields` validator holding the earlier steps as pass-through `any` fields and
+this step with its real schema. Validating `{earlier..., step: value}` then runs exactly the
+field's own validators, with `info.data` holding the accepted earlier values, once, in
+linear total time, and without the model-level validators, which need the whole object
+and run in `StepChecker.finish`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from pydantic import ValidationError
+from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
+
+from arq.checks import CrossCheck
+from arq.errors import SchemaError, StepError
+from arq.schema import Reasoning, Step, _cached, cross_checks, steps
+
+__all__ = ["StepChecker", "validate_output"]
+
+_MODEL_WRAPPERS = {"function-before", "function-after", "function-wrap"}
+
+
+def _model_fields_schema(schema: type[Reasoning]) -> tuple[dict[str, Any], Any, CoreConfig]:
+    """Find the schema's `model-fields` core schema, its definitions and its config."""
+    core: dict[str, Any] = dict(schema.__pydantic_core_schema__)
+    definitions: list[Any] = []
+    if core["type"] == "definitions":
+        definitions = core["definitions"]
+        core = core["schema"]
+    while True:
+        if core["type"] == "definition-ref":
+            ref = core["schema_ref"]
+            core = next(d for d in definitions if d.get("ref") == ref)
+        elif core["type"] in _MODEL_WRAPPERS:
+            core = core["schema"]
+        else:
+            break
+    if core["type"] != "model" or core["schema"]["type"] != "model-fields":
+        raise SchemaError(
+            f"{schema.__name__}: cannot check its steps one by one (core schema "
+            f"{core['type']!r}); custom model-level core schemas are not supported",
+            schema=schema.__name__,
+        )
+    return core["schema"], definitions, cast(CoreConfig, core.get("config") or {})
+
+
+class _StepValidators:
+    """Per-step validators of one schema, built on first use.
+
+    Earlier steps are pass-through fields (keeping their defaults, so a skipped optional
+    step shows its default in `info.data`, as in whole-model validation). A skipped
+    required step is left out, again as Pydantic would; such a validator is built for
+    that case alone.
+    """
+
+    def __init__(self, schema: type[Reasoning]) -> None:
+        fields_schema, self._definitions, self._config = _model_fields_schema(schema)
+        self._fields: dict[str, Any] = fields_schema["fields"]
+        self._model_name = fields_schema.get("model_name", schema.__name__)
+        self._built: dict[tuple[str, frozenset[str]], SchemaValidator] = {}
+
+    def get(self, name: str, present: Mapping[str, Any]) -> SchemaValidator:
+        names = list(self._fields)
+        earlier = names[: names.index(name)]
+        skipped = frozenset(
+            n for n in earlier if n not in present and _is_required(self._fields[n])
+        )
+        key = (name, skipped)
+        if key not in self._built:
+            fields = {n: _passthrough(self._fields[n]) for n in earlier if n not in skipped}
+            core: dict[str, Any] = {
+                "type": "model-fields",
+                "fields": {**fields, name: self._fields[name]},
+                "model_name": self._model_name,
+            }
+            if self._definitions:
+                core = {"type": "definitions", "schema": core, "definitions": self._definitions}
+            self._built[key] = SchemaValidator(cast(CoreSchema, core), self._config)
+        return self._built[key]
+
+
+def _is_required(field: Mapping[str, Any]) -> bool:
+    return bool(field["schema"]["type"] != "default")
+
+
+def _passthrough(field: Mapping[str, Any]) -> dict[str, Any]:
+    inner = field["schema"]
+    if inner["type"] == "default":
+        return {"type": "model-field", "schema": {**inner, "schema": {"type": "any"}}}
+    return {"type": "model-field", "schema": {"type": "any"}}
+
+
+def _step_validators(schema: type[Reasoning]) -> _StepValidators:
+    return _cached(schema, "step_validators", lambda: _StepValidators(schema))
+
+
+_MESSAGE_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _error_dicts(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors without URLs or exception objects, so traces stay serialisable."""
+    return [
+        {
+            "type": e["type"],
+            "loc": tuple(e["loc"]),
+            "msg": _plain(e["msg"]),
+            "input": e.get("input"),
+        }
+        for e in exc.errors(include_url=False, include_context=False)
+    ]
+
+
+def _plain(message: str) -> str:
+    """Drop Pydantic's "Value error, " prefix: the model needs the check's own words."""
+    for prefix in _MESSAGE_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = str(loc[0]) if loc else ""
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def feedback(step: Step, errors: list[dict[str, Any]]) -> str:
+    """A short text for the model: what failed, and the step's question and instruction."""
+    problems = "\n".join(f"- {_location(e['loc'])}: {e['msg']}" for e in errors)
+    lines = [f'The value of "{step.name}" was rejected:', problems, f"Question: {step.question}"]
+    if step.instruction:
+        lines.append(f"Instruction: {step.instruction}")
+    lines.append(f'Answer "{step.name}" again, fixing exactly this.')
+    return "\n".join(lines)
+
+
+def _step_error(step: Step, errors: list[dict[str, Any]], check: str | None = None) -> StepError:
+    summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors)
+    origin = f"check {check!r} on " if check else ""
+    return StepError(
+        f"{origin}step {step.name!r} failed: {summary}",
+        step=step.name,
+        errors=errors,
+        feedback=feedback(step, errors),
+        check=check,
+    )
+
+
+class StepChecker:
+    """Checks the steps of one output as they complete, in order.
+
+    Feed each completed step to `accept` (it returns the validated value or raises
+    `StepError`), then call `finish` for the validated model. A checker may start from
+    steps accepted earlier (a repair continues after them).
+    """
+
+    def __init__(
+        self,
+        schema: type[Reasoning],
+        *,
+        context: Mapping[str, Any] | None = None,
+        accepted: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.context = context
+        self._steps = {s.name: s for s in steps(schema)}
+        self._validators = _step_validators(schema)
+        self._checks = cross_checks(schema)
+        self._order = {name: i for i, name in enumerate(self._steps)}
+        self.accepted: dict[str, Any] = {}
+        self.raw: dict[str, Any] = {}
+        for name, value in (accepted or {}).items():
+            self.accept(name, value)
+
+    def accept(self, name: str, value: Any) -> Any:
+        """Validate one completed step and run the cross-step checks it makes ready."""
+        step = self._steps.get(name)
+        if step is None:
+            raise SchemaError(f"{self.schema.__name__} has no step {name!r}")
+        data = {**self.accepted, name: value}
+        try:
+            validator = self._validators.get(name, self.accepted)
+            fields = validator.validate_python(data, context=self.context)[0]
+        except ValidationError as exc:
+            raise _step_error(step, _error_dicts(exc)) from None
+        self.accepted[name] = fields[name]
+        self.raw[name] = value
+        try:
+            for check in self._checks:
+                if name in check.steps and all(s in self.accepted for s in check.steps):
+                    self._run_check(check)
+        except StepError:
+            # a step that failed a check is not accepted, so a repair can redo it
+            del self.accepted[name], self.raw[name]
+            raise
+        return fields[name]
+
+    def _run_check(self, check: CrossCheck) -> None:
+        try:
+            check.run(self.accepted, self.context)
+        except (ValueError, AssertionError) as exc:
+            target = check.repair or max(check.steps, key=self._order.__getitem__)
+            message = str(exc) or f"check {check.name} failed"
+            error = {"type": "check_failed", "loc": (target,), "msg": message, "input": None}
+            raise _step_error(self._steps[target], [error], check=check.name) from None
+
+    def missing(self) -> list[str]:
+        """Required steps not accepted yet, in order."""
+        return [n for n, s in self._steps.items() if s.required and n not in self.accepted]
+
+    def finish(self) -> Reasoning:
+        """The validated model, once every required step is accepted.
+
+        Model-level validators need the whole object, so they run here, over the raw
+        values (running the field validators once more keeps their results identical).
+        """
+        for name in self.missing():
+            error = {"type": "missing", "loc": (name,), "msg": "Field required", "input": None}
+            raise _step_error(self._steps[name], [error])
+        if not self.schema.__pydantic_decorators__.model_validators:
+            return self.schema.model_construct(set(self.accepted), **self.accepted)
+        try:
+            return self.schema.model_validate(self.raw, context=self.context)
+        except ValidationError as exc:
+            errors = _error_dicts(exc)
+            last = next(reversed(self._steps))
+            located = [e for e in errors if e["loc"] and e["loc"][0] in self._steps]
+            step = self._steps[located[0]["loc"][0]] if located else self._steps[last]
+            raise _step_error(step, errors) from None
+
+
+def validate_output(
+    schema: type[Reasoning], output: Mapping[str, Any], *, context: Mapping[str, Any] | None = None
+) -> Reasoning:
+    """Validate a whole recorded output step by step; the first failure raises `StepError`."""
+    checker = StepChecker(schema, context=context)
+    for name, value in output.items():
+        if name not in checker._steps:
+            error = {"type": "extra_forbidden", "loc": (name,), "msg": "Unknown step"}
+            last = next(reversed(checker._steps.values()))
+            raise _step_error(last, [{**error, "input": value}])
+        checker.accept(name, value)
+    return checker.finish()
