@@ -1,1 +1,73 @@
-"""arq: Attentive Reasoning Queries."""
+"""arq: Attentive Reasoning Queries.
+
+A reasoning process is a Pydantic model whose fields, in order, are the steps a language
+model must think through. arq renders it into a prompt, parses the model's JSON as it
+streams and checks every step as soon as it is complete.
+"""
+
+from arq.checks import ContextError, CrossCheck, check, covers, one_of, verbatim_in
+from arq.errors import (
+    ArqError,
+    OutputError,
+    OutputParseError,
+    SchemaError,
+    StepError,
+    TemplateError,
+    TruncatedOutputError,
+)
+from arq.jsonschema import Finding, json_schema, lint
+from arq.parsing import ObjectCompleted, StepCompleted, StepParser, StepStarted, parse_tolerant
+from arq.prompt import Message, PromptBuilder, Request, Section
+from arq.schema import (
+    Reasoning,
+    Step,
+    answer,
+    checklist,
+    cot,
+    cross_checks,
+    direct,
+    query,
+    steps,
+)
+from arq.validation import StepChecker, validate_output
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArqError",
+    "ContextError",
+    "CrossCheck",
+    "Finding",
+    "Message",
+    "ObjectCompleted",
+    "OutputError",
+    "OutputParseError",
+    "PromptBuilder",
+    "Reasoning",
+    "Request",
+    "SchemaError",
+    "Section",
+    "Step",
+    "StepChecker",
+    "StepCompleted",
+    "StepError",
+    "StepParser",
+    "StepStarted",
+    "TemplateError",
+    "TruncatedOutputError",
+    "answer",
+    "check",
+    "checklist",
+    "cot",
+    "covers",
+    "cross_checks",
+    "direct",
+    "json_schema",
+    "lint",
+    "one_of",
+    "parse_tolerant",
+    "query",
+    "steps",
+    "validate_output",
+    "verbatim_in",
+]

@@ -125,7 +125,7 @@ def test_unknown_step_in_cross_check_is_refused() -> None:
 
 
 def test_unknown_repair_target_is_refused() -> None:
-    with pytest.raises(SchemaError, match="repairs unknown step 'elsewhere'"):
+    with pytest.raises(SchemaError, match=r"repairs unknown step 'elsewhere'"):
 
         class BadRepair(Reasoning):
             result: str = answer("The result.")
@@ -136,7 +136,7 @@ def test_unknown_repair_target_is_refused() -> None:
 
 
 def test_steps_of_non_schema_is_schema_error() -> None:
-    with pytest.raises(SchemaError, match="subclass of arq.Reasoning"):
+    with pytest.raises(SchemaError, match=r"subclass of arq\.Reasoning"):
         steps(GuidelineCheck)  # type: ignore[arg-type]
 
 

@@ -187,7 +187,8 @@ def test_same_failure_has_same_signature_whatever_the_wording() -> None:
         with pytest.raises(StepError) as caught:
             StepChecker(SupportReply, context=CONTEXT).accept("order_id", text)
         first, second = second, caught.value
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert str(first) != str(second)
     assert first.signature() == second.signature()
 
