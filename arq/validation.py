@@ -16,7 +16,7 @@ and run in `StepChecker.finish`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import ValidationError
 from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
@@ -24,6 +24,8 @@ from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
 from arq.checks import CrossCheck
 from arq.errors import SchemaError, StepError
 from arq.schema import Reasoning, Step, _cached, cross_checks, steps
+
+SchemaT = TypeVar("SchemaT", bound=Reasoning)
 
 __all__ = ["StepChecker", "validate_output"]
 
@@ -157,7 +159,7 @@ def _step_error(step: Step, errors: list[dict[str, Any]], check: str | None = No
     )
 
 
-class StepChecker:
+class StepChecker(Generic[SchemaT]):
     """Checks the steps of one output as they complete, in order.
 
     Feed each completed step to `accept` (it returns the validated value or raises
@@ -167,7 +169,7 @@ class StepChecker:
 
     def __init__(
         self,
-        schema: type[Reasoning],
+        schema: type[SchemaT],
         *,
         context: Mapping[str, Any] | None = None,
         accepted: Mapping[str, Any] | None = None,
@@ -219,7 +221,7 @@ class StepChecker:
         """Required steps not accepted yet, in order."""
         return [n for n, s in self._steps.items() if s.required and n not in self.accepted]
 
-    def finish(self) -> Reasoning:
+    def finish(self) -> SchemaT:
         """The validated model, once every required step is accepted.
 
         Model-level validators need the whole object, so they run here, over the raw
@@ -229,7 +231,8 @@ class StepChecker:
             error = {"type": "missing", "loc": (name,), "msg": "Field required", "input": None}
             raise _step_error(self._steps[name], [error])
         if not self.schema.__pydantic_decorators__.model_validators:
-            return self.schema.model_construct(set(self.accepted), **self.accepted)
+            built = self.schema.model_construct(set(self.accepted), **self.accepted)
+            return cast(SchemaT, built)  # the plugin types model_construct by the base class
         try:
             return self.schema.model_validate(self.raw, context=self.context)
         except ValidationError as exc:
@@ -241,8 +244,8 @@ class StepChecker:
 
 
 def validate_output(
-    schema: type[Reasoning], output: Mapping[str, Any], *, context: Mapping[str, Any] | None = None
-) -> Reasoning:
+    schema: type[SchemaT], output: Mapping[str, Any], *, context: Mapping[str, Any] | None = None
+) -> SchemaT:
     """Validate a whole recorded output step by step; the first failure raises `StepError`."""
     checker = StepChecker(schema, context=context)
     for name, value in output.items():
