@@ -1,0 +1,171 @@
+"""Throughput and linearity of the incremental step parser.
+
+Usage: python bench/parser.py [--quick]
+
+Builds a realistic output (six steps: long strings with escapes, lists of objects),
+feeds it in small chunks as a stream would, and prints MB/s and the time ratio between a
+1 MB and a 100 KB output for each chunk size (linear time means a ratio near 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from arq.parsing import StepParser
+
+STEPS = ["request", "context", "findings", "checks", "summary", "answer"]
+CHUNK_SIZES = (1, 2, 4, 7, 16, 32, 64)
+WORDS = [
+    "the",
+    "customer",
+    "order",
+    "refund",
+    "policy",
+    "shipping",
+    "delay",
+    "guideline",
+    "applies",
+    "because",
+    "status",
+    "pending",
+    "escalate",
+    "reply",
+    "café",
+    "naïve",
+    "€uro",
+    "東京",
+]
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    """Prose with the escapes a model writes: quotes, newlines, the odd tab or backslash."""
+    out = []
+    for _ in range(words):
+        word = rng.choice(WORDS)
+        roll = rng.random()
+        if roll < 0.04:
+            word = f'"{word}"'
+        elif roll < 0.07:
+            word += ".\n"
+        elif roll < 0.08:
+            word += "\t"
+        elif roll < 0.085:
+            word += "\\"
+        out.append(word)
+    return " ".join(out)
+
+
+def build_output(size: int, seed: int = 0) -> str:
+    """A JSON object of the six steps, `size` characters long or a little more."""
+    rng = random.Random(seed)
+    findings: list[dict[str, object]] = []
+    checks: list[dict[str, object]] = []
+    obj: dict[str, object] = {
+        "request": _sentence(rng, size // 60),
+        "context": _sentence(rng, size // 30),
+        "findings": findings,
+        "checks": checks,
+        "summary": _sentence(rng, size // 60),
+        "answer": _sentence(rng, size // 120),
+    }
+    # Strings take about half the output; lists of objects fill the rest.
+    total = len(json.dumps(obj, indent=2, ensure_ascii=False))
+    while total < size:
+        finding: dict[str, object] = {
+            "id": f"G-{len(findings)}",
+            "quote": _sentence(rng, 12),
+            "score": round(rng.uniform(-1, 1), 4),
+            "tags": [rng.choice(WORDS) for _ in range(3)],
+        }
+        check: dict[str, object] = {
+            "id": len(checks),
+            "applies": rng.random() < 0.5,
+            "compliant": None if rng.random() < 0.2 else True,
+            "weight": rng.randint(0, 10**6) * 10.0 ** rng.randint(-3, 3),
+        }
+        findings.append(finding)
+        checks.append(check)
+        # Nested one level deeper than the top-level items, as in the final text.
+        for item in (finding, check):
+            total += len(json.dumps([[item]], indent=2, ensure_ascii=False)) - 8
+    return json.dumps(obj, indent=2, ensure_ascii=False)
+
+
+def split(text: str, size: int) -> list[str]:
+    """`text` in chunks of `size` characters, as a stream delivers it."""
+    return [text[k : k + size] for k in range(0, len(text), size)]
+
+
+def feed_all(chunks: list[str]) -> None:
+    """Stream the chunks through a fresh parser."""
+    parser = StepParser(STEPS)
+    feed = parser.feed
+    for chunk in chunks:
+        feed(chunk)
+    parser.close()
+
+
+def timed(
+    fns: Sequence[Callable[[], object]], runs: int, first_times: list[float] | None = None
+) -> list[float]:
+    """Median wall time of each callable, in seconds; the first one's times go to `first_times`.
+
+    The callables run in turn, after one warm-up call each, so that noise on a shared
+    machine hits all of them alike.
+    """
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, spent in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - t0)
+    if first_times is not None:
+        first_times.extend(times[0])
+    return [statistics.median(spent) for spent in times]
+
+
+def main() -> None:
+    """Print the throughput table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, fewer chunk sizes")
+    args = parser.parse_args()
+    runs = 1 if args.quick else 5
+    sizes = (1, 7, 64) if args.quick else CHUNK_SIZES
+
+    big = build_output(1_000_000)
+    small = build_output(100_000)
+    mb_big = len(big) / 1e6  # MB of characters: stricter than UTF-8 bytes
+    mb_small = len(small) / 1e6
+    print(f"output: {len(big):,} chars, {len(big.encode()):,} bytes UTF-8; MB/s counts chars")
+
+    (t_json,) = timed([partial(json.loads, big)], max(runs, 3))
+    print(f"json.loads, whole text at once (reference): {mb_big / t_json:7.1f} MB/s")
+    spent: list[float] = []
+    (t7,) = timed([partial(feed_all, split(big, 7))], runs, spent)
+    print(
+        f"StepParser, 7-char chunks, median of {runs}:    {mb_big / t7:7.2f} MB/s"
+        f"  (best {mb_big / min(spent):.2f}: this machine's speed varies from second to second)"
+    )
+    print()
+    print(f"{'chunk':>5}  {'MB/s @100KB':>11}  {'MB/s @1MB':>9}  {'t(1MB)/t(100KB)':>15}")
+    for size in sizes:
+        t_small, t_big = timed(
+            [partial(feed_all, split(small, size)), partial(feed_all, split(big, size))], runs
+        )
+        ratio = t_big / t_small
+        flag = "" if ratio <= 12 else "  <- not linear"
+        print(
+            f"{size:>5}  {mb_small / t_small:>11.2f}  {mb_big / t_big:>9.2f}  {ratio:>15.2f}{flag}"
+        )
+
+
+if __name__ == "__main__":
+    main()
