@@ -8,8 +8,12 @@ streams and checks every step as soon as it is complete.
 from arq.checks import ContextError, CrossCheck, check, covers, one_of, verbatim_in
 from arq.errors import (
     ArqError,
+    BackendError,
+    ConvergenceError,
+    DeadlineExceededError,
     OutputError,
     OutputParseError,
+    RefusalError,
     SchemaError,
     StepError,
     TemplateError,
@@ -35,8 +39,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArqError",
+    "BackendError",
     "ContextError",
+    "ConvergenceError",
     "CrossCheck",
+    "DeadlineExceededError",
     "Finding",
     "Message",
     "ObjectCompleted",
@@ -44,6 +51,7 @@ __all__ = [
     "OutputParseError",
     "PromptBuilder",
     "Reasoning",
+    "RefusalError",
     "Request",
     "SchemaError",
     "Section",

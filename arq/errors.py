@@ -4,10 +4,15 @@
 ArqError
 ├── SchemaError            the reasoning schema is defined wrongly (developer)
 ├── TemplateError          a prompt template is wrong or misses a variable (developer)
+├── ContextError           a check needs a context value the run was not given (developer)
+├── BackendError           the model service failed (status, retryable, retry_after)
+├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
 └── OutputError            the model's output cannot be accepted
     ├── OutputParseError   not JSON, or keys in the wrong order, duplicated or unknown
     ├── TruncatedOutputError   the output ended before the object was complete
-    └── StepError          a step's value failed its checks
+    ├── RefusalError       the model refused, or the provider filtered the content
+    ├── StepError          a step's value failed its checks
+    └── ConvergenceError   repairs did not converge; carries the trace and accepted steps
 ```
 
 Every message says what went wrong and what to do next. Exceptions carry structured
@@ -21,6 +26,10 @@ from typing import Any, Literal
 
 __all__ = [
     "ArqError",
+    "BackendError",
+    "ConvergenceError",
+    "DeadlineExceededError",
+    "RefusalError",
     "OutputError",
     "OutputParseError",
     "ParseProblem",
@@ -128,3 +137,60 @@ class StepError(OutputError):
         return self.step, tuple(
             (str(e.get("type", "")), tuple(e.get("loc", ()))) for e in self.errors
         )
+
+
+class BackendError(ArqError):
+    """The model service failed.
+
+    `retryable` says whether the same request may succeed later (timeouts, dropped
+    connections, 408/409/429/5xx); `status` is the HTTP status, if any; `retry_after` is
+    the wait in seconds the service asked for, if it did.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(ArqError):
+    """The run's deadline passed before a valid result; raise `deadline` or simplify."""
+
+
+class RefusalError(OutputError):
+    """The model refused to answer, or the provider filtered the content; not retried."""
+
+    def __init__(self, message: str, *, refusal: str | None = None, finish_reason: str = ""):
+        super().__init__(message)
+        self.refusal = refusal
+        self.finish_reason = finish_reason
+
+
+class ConvergenceError(OutputError):
+    """Repairs did not lead to a valid output.
+
+    Raised when the same failure comes back on the same step, or when the repair budget
+    runs out. `last_error` is the final failure, `accepted` the steps that passed (never a
+    whole object that failed), and `trace` every attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        last_error: OutputError,
+        accepted: dict[str, Any],
+        trace: Any,
+    ):
+        super().__init__(message)
+        self.last_error = last_error
+        self.accepted = accepted
+        self.trace = trace

@@ -11,8 +11,11 @@ import arq
 
 EXPECTED = [
     "ArqError",
+    "BackendError",
     "ContextError",
+    "ConvergenceError",
     "CrossCheck",
+    "DeadlineExceededError",
     "Finding",
     "Message",
     "ObjectCompleted",
@@ -20,6 +23,7 @@ EXPECTED = [
     "OutputParseError",
     "PromptBuilder",
     "Reasoning",
+    "RefusalError",
     "Request",
     "SchemaError",
     "Section",
@@ -60,7 +64,7 @@ def test_public_surface_is_locked() -> None:
 
 def test_every_error_is_an_arq_error() -> None:
     errors = [getattr(arq, n) for n in EXPECTED if n.endswith("Error")]
-    assert len(errors) == 8
+    assert len(errors) == 12
     assert all(issubclass(e, arq.ArqError) for e in errors)
 
 
