@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -95,24 +95,64 @@ class Finding:
         return f"{self.severity}: {self.path}: {self.message} Fix: {self.fix} [{self.code}]"
 
 
-def json_schema(schema: type[Reasoning], dialect: Dialect = "openai-strict") -> dict[str, Any]:
+def json_schema(
+    schema: type[Reasoning],
+    dialect: Dialect = "openai-strict",
+    *,
+    steps: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The JSON Schema of a reasoning schema, in step order.
 
     Args:
         schema: the reasoning schema.
         dialect: `"openai-strict"` for OpenAI Structured Outputs with `strict: true`, or
             `"json-schema"` for plain JSON Schema (2020-12, as Pydantic emits it).
+        steps: only these steps (a repair asks for the failing step and those after it);
+            they keep the schema's order, and definitions no kept step uses are dropped.
 
     Returns:
-        A fresh dict (computed once per class and dialect, copied on each call), so
+        A fresh dict (computed once per class, dialect and steps, copied on each call), so
         callers may change it.
     """
     if dialect not in get_args(Dialect):
         raise ValueError(f"unknown dialect {dialect!r}; use one of {get_args(Dialect)}")
     schema = _require_schema(schema)
     built = _cached(schema, f"json_schema:{dialect}", lambda: _build(schema, dialect))
+    if steps is not None:
+        names = tuple(steps)
+        key = f"json_schema:{dialect}:{','.join(names)}"
+        full = built
+        built = _cached(schema, key, lambda: _restrict(schema, full, names))
     fresh: dict[str, Any] = _copy(built)
     return fresh
+
+
+def _restrict(schema: type[Reasoning], doc: Node, names: tuple[str, ...]) -> Node:
+    """`doc` with only the properties `names`, and the definitions they still reach."""
+    unknown = [n for n in names if n not in doc["properties"]]
+    if unknown:
+        raise ValueError(f"{schema.__name__} has no step {', '.join(map(repr, unknown))}")
+    wanted = set(names)
+    out = {k: v for k, v in doc.items() if k not in ("properties", "required", "$defs")}
+    out["properties"] = {k: v for k, v in doc["properties"].items() if k in wanted}
+    if "required" in doc:
+        out["required"] = [k for k in doc["required"] if k in wanted]
+    defs: Node = doc.get("$defs", {})
+    reached: set[str] = set()
+    pending = [out]
+    while pending:  # follow $refs from the kept properties through the definitions
+        node = pending.pop()
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name not in reached and name in defs:
+                reached.add(name)
+                pending.append(defs[name])
+        pending.extend(child for _, _, child in _children(node))
+    if reached:
+        out["$defs"] = {k: v for k, v in defs.items() if k in reached}
+    restricted: Node = _copy(out)
+    return restricted
 
 
 def lint(schema: type[Reasoning], *, dialect: Dialect = "openai-strict") -> list[Finding]:

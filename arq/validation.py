@@ -217,6 +217,12 @@ class StepChecker(Generic[SchemaT]):
             error = {"type": "check_failed", "loc": (target,), "msg": message, "input": None}
             raise _step_error(self._steps[target], [error], check=check.name) from None
 
+    def rollback(self, name: str) -> None:
+        """Forget step `name` and every later step (a repair redoes them)."""
+        start = self._order[name]
+        for later in [n for n in self.accepted if self._order[n] >= start]:
+            del self.accepted[later], self.raw[later]
+
     def missing(self) -> list[str]:
         """Required steps not accepted yet, in order."""
         return [n for n, s in self._steps.items() if s.required and n not in self.accepted]
@@ -241,6 +247,13 @@ class StepChecker(Generic[SchemaT]):
             located = [e for e in errors if e["loc"] and e["loc"][0] in self._steps]
             step = self._steps[located[0]["loc"][0]] if located else self._steps[last]
             raise _step_error(step, errors) from None
+
+
+def budget_error(step: Step, limit: int) -> StepError:
+    """The error for a step whose value ran past its `max_tokens` budget."""
+    message = f"the value ran past its budget of about {limit} tokens: answer more briefly"
+    error = {"type": "token_budget", "loc": (step.name,), "msg": message, "input": None}
+    return _step_error(step, [error])
 
 
 def validate_output(

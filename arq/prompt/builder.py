@@ -13,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
-from arq.errors import TemplateError
+from arq.errors import OutputError, StepError, TemplateError
 from arq.jsonschema import json_schema
 from arq.prompt.skeleton import context_text, example_json, render_skeleton
 from arq.schema import Reasoning, steps
@@ -42,21 +43,38 @@ class Message(TypedDict):
 
 @dataclass(frozen=True)
 class Request:
-    """What the executor sends; backends map `output_schema` to their own wire form."""
+    """What the executor sends; backends map `output_schema` to their own wire form.
+
+    Attributes:
+        messages: The chat messages.
+        schema: The reasoning schema the answer is checked against.
+        output_schema: JSON Schema (plain dialect) of the object asked for: every step,
+            or, in a repair, the failing step and those after it.
+        steps: The names of the steps asked for, in order.
+        prefill: JSON text the answer continues (a repair on a backend that accepts an
+            assistant prefix): the steps kept so far, ready for the next key. Empty when
+            the answer starts a new object.
+        metadata: Names of the schema, steps and rendered sections; the repair, if any.
+    """
 
     messages: list[Message]
     schema: type[Reasoning]
     output_schema: dict[str, Any]
+    steps: tuple[str, ...] = ()
+    prefill: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot, with the schema given by its name."""
-        return {
+        snapshot: dict[str, Any] = {
             "schema": self.schema.__name__,
             "messages": [dict(m) for m in self.messages],
             "output_schema": copy.deepcopy(self.output_schema),
             "metadata": copy.deepcopy(self.metadata),
         }
+        if self.prefill:
+            snapshot["prefill"] = self.prefill
+        return snapshot
 
 
 @dataclass(frozen=True)
@@ -205,10 +223,70 @@ class PromptBuilder:
             messages=messages,
             schema=schema,
             output_schema=json_schema(schema, dialect="json-schema"),
+            steps=tuple(s.name for s in steps(schema)),
             metadata={
                 "schema": schema.__name__,
                 "steps": [s.name for s in steps(schema)],
                 "sections": rendered,
+            },
+        )
+
+    def repair(
+        self,
+        request: Request,
+        *,
+        accepted: Mapping[str, Any],
+        failure: OutputError | None,
+        prefill: bool = False,
+    ) -> Request:
+        """The request that redoes `request` from its first step not in `accepted`.
+
+        The steps in `accepted` (raw JSON values, in step order) are kept. Without
+        `prefill` they are shown as the model's own earlier answer and the new answer is
+        asked for the remaining steps only (a suffix schema); with `prefill` the answer
+        continues the accepted JSON text. The repair turn re-states the failing step's
+        question and instruction and names the error; `failure` None means the earlier
+        stream broke off without an error in the answer. Built from `request` alone, so
+        it does not grow with attempts: only the latest failure is shown.
+        """
+        names = [s for s in request.steps if s not in accepted]
+        if not names:
+            raise ValueError("every step is accepted: there is nothing to repair")
+        kept = {name: accepted[name] for name in request.steps if name in accepted}
+        info = {s.name: s for s in steps(request.schema)}[names[0]]
+        variables = {
+            "step": info,
+            "kept": list(kept),
+            "remaining": names if not prefill else list(request.steps),
+            "failure": _failure_text(failure, info.name),
+            "output_format": render_skeleton(request.schema, names),
+            "prefill": prefill,
+        }
+        section = Section("repair", "repair.jinja", "user")
+        note = self._render(section, variables).strip()
+        messages = [dict(m) for m in request.messages]  # copies: requests are snapshots
+        text = ""
+        if prefill:
+            body = ", ".join(f"{json.dumps(k)}: {_dump(v)}" for k, v in kept.items())
+            text = "{" + body + (", " if body else "")
+            last = messages[-1]
+            if last["role"] == "user":
+                last["content"] = f"{last['content']}\n\n{note}"
+            else:
+                messages.append({"role": "user", "content": note})
+        else:
+            if kept:
+                messages.append({"role": "assistant", "content": _dump(kept)})
+            messages.append({"role": "user", "content": note})
+        return Request(
+            messages=cast(list[Message], messages),
+            schema=request.schema,
+            output_schema=json_schema(request.schema, "json-schema", steps=names),
+            steps=tuple(names),
+            prefill=text,
+            metadata={
+                **request.metadata,
+                "repair": {"step": info.name, "kept": list(kept), "prefill": prefill},
             },
         )
 
@@ -278,6 +356,19 @@ class PromptBuilder:
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_error(label, exc) from exc
         return env.template_class.from_code(env, code, env.make_globals(None)), label
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _failure_text(failure: OutputError | None, step: str) -> str:
+    """What the repair turn says went wrong: the step's feedback, or the parse problem."""
+    if failure is None:
+        return ""
+    if isinstance(failure, StepError):
+        return failure.feedback
+    return f'Your answer could not be read at "{step}": {failure}'
 
 
 def _checked(sections: Sequence[Section]) -> tuple[Section, ...]:

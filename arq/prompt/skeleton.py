@@ -43,11 +43,16 @@ _FORMATS: dict[Any, str] = {
 }
 
 
-def render_skeleton(schema: type[Reasoning]) -> str:
-    """The JSON skeleton of `schema`: each step's key with its question as the value."""
+def render_skeleton(schema: type[Reasoning], names: Sequence[str] | None = None) -> str:
+    """The JSON skeleton of `schema`: each step's key with its question as the value.
+
+    `names` keeps only those steps (a repair shows the failing step and those after it).
+    """
     renderer = _Renderer()
     entries = []
     for step in steps(schema):
+        if names is not None and step.name not in names:
+            continue
         items = schema.__arq_items__.get(step.name)
         value = renderer.checklist(step, items) if items is not None else None
         if value is None:
