@@ -19,9 +19,12 @@ from arq.errors import (
     TemplateError,
     TruncatedOutputError,
 )
+from arq.events import Done, Event, RepairStarted, Retrying, StepAccepted, StepFailed
+from arq.executor import Executor
 from arq.jsonschema import Finding, json_schema, lint
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser, StepStarted, parse_tolerant
 from arq.prompt import Message, PromptBuilder, Request, Section
+from arq.retry import RetryPolicy
 from arq.schema import (
     Reasoning,
     Step,
@@ -33,17 +36,22 @@ from arq.schema import (
     query,
     steps,
 )
+from arq.trace import Attempt, Result, StepRecord, Trace, Usage
 from arq.validation import StepChecker, validate_output
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArqError",
+    "Attempt",
     "BackendError",
     "ContextError",
     "ConvergenceError",
     "CrossCheck",
     "DeadlineExceededError",
+    "Done",
+    "Event",
+    "Executor",
     "Finding",
     "Message",
     "ObjectCompleted",
@@ -52,17 +60,26 @@ __all__ = [
     "PromptBuilder",
     "Reasoning",
     "RefusalError",
+    "RepairStarted",
     "Request",
+    "Result",
+    "RetryPolicy",
+    "Retrying",
     "SchemaError",
     "Section",
     "Step",
+    "StepAccepted",
     "StepChecker",
     "StepCompleted",
     "StepError",
+    "StepFailed",
     "StepParser",
+    "StepRecord",
     "StepStarted",
     "TemplateError",
+    "Trace",
     "TruncatedOutputError",
+    "Usage",
     "answer",
     "check",
     "checklist",

@@ -1,0 +1,243 @@
+"""`OpenAIBackend`: OpenAI and every OpenAI-compatible server, through the official SDK.
+
+The only module of arq that imports `openai`. It maps a `Request` to the wire form the
+server's capabilities allow (strict `json_schema`, `json_object` with a `schema`, JSON
+mode, a forced tool call, or the prompt alone), streams the answer, and translates every
+SDK error at one boundary (`_translated`) into `BackendError`.
+
+The SDK's own retries are switched off on every client this backend uses: the executor
+retries transport errors itself, and two retry layers would multiply the attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Literal
+
+import openai
+
+from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.errors import BackendError
+from arq.jsonschema import json_schema
+from arq.prompt import Request
+from arq.retry import parse_retry_after
+from arq.trace import redact
+
+__all__ = ["PROFILES", "OpenAIBackend"]
+
+PROFILES: dict[str, Capabilities] = {
+    "openai": Capabilities(output="json_schema"),
+    "llama-cpp-python": Capabilities(output="json_object_schema"),
+    "llama.cpp": Capabilities(output="json_schema"),
+    "vllm": Capabilities(output="json_schema"),
+    "ollama": Capabilities(output="json_schema", stream_usage=True),
+    "lm-studio": Capabilities(output="json_schema"),
+    "plain": Capabilities(output="prompt", stream_usage=False),
+}
+"""Capabilities of servers arq has been used with; pass one as `capabilities=`.
+
+llama-cpp-python's own server rejects the `json_schema` response format and wants
+`{"type": "json_object", "schema": ...}`; llama.cpp's `llama-server` takes both.
+"""
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class OpenAIBackend:
+    """Streams from the Chat Completions API of OpenAI or any compatible server.
+
+    Args:
+        model: The model name the server expects.
+        client: An `openai.AsyncOpenAI` or `openai.OpenAI` client to take settings from
+            (key, base URL, headers, timeout). An `AsyncOpenAI` client is used as is, with
+            its retries off; it belongs to the event loop that first uses it, so use
+            `Executor.arun` from that loop. From an `OpenAI` client, an async twin is made
+            per event loop.
+        base_url: The server, e.g. ``"http://127.0.0.1:8080/v1"`` (ignored with `client`).
+        api_key: The key; by default the SDK reads `OPENAI_API_KEY`. Servers that need
+            none accept any text, so a placeholder is used when `base_url` is given alone.
+        capabilities: What the server supports (see `PROFILES`); strict `json_schema`
+            by default.
+        timeout: Seconds for connecting and for each read, per the SDK.
+        max_tokens_param: Name of the token-limit field: OpenAI's reasoning models want
+            ``"max_completion_tokens"``; most compatible servers know ``"max_tokens"``.
+        extra_body: Extra JSON fields sent with every request (server-specific options,
+            e.g. vLLM's ``{"continue_final_message": True, "add_generation_prompt": False}``
+            when `capabilities.prefill` is set).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        client: openai.AsyncOpenAI | openai.OpenAI | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        capabilities: Capabilities | None = None,
+        timeout: float | None = 60.0,
+        max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not model:
+            raise ValueError("OpenAIBackend needs a model name")
+        self.model = model
+        self._capabilities = capabilities or Capabilities()
+        self._max_tokens_param = max_tokens_param
+        self._extra_body = dict(extra_body or {})
+        self._shared: openai.AsyncOpenAI | None = None
+        self._settings: dict[str, Any] = {"timeout": timeout, "max_retries": 0}
+        if isinstance(client, openai.AsyncOpenAI):
+            self._shared = client.with_options(max_retries=0)
+        elif isinstance(client, openai.OpenAI):
+            self._settings.update(
+                api_key=client.api_key,
+                base_url=client.base_url,
+                organization=client.organization,
+                project=client.project,
+                timeout=client.timeout,
+            )
+        elif client is not None:
+            raise TypeError(f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}")
+        else:
+            if base_url is not None:
+                self._settings["base_url"] = base_url
+            if api_key is not None:
+                self._settings["api_key"] = api_key
+            elif base_url is not None:
+                # local servers need no key, but the SDK refuses to start without one
+                self._settings["api_key"] = "not-needed"
+        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+
+    @property
+    def name(self) -> str:
+        """The model name."""
+        return self.model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the server supports."""
+        return self._capabilities
+
+    def payload(self, request: Request, settings: Settings) -> dict[str, Any]:
+        """The JSON body of the Chat Completions call for `request` (pure; no I/O)."""
+        caps = self._capabilities
+        messages: list[dict[str, Any]] = [dict(m) for m in request.messages]
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        if caps.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        if settings.max_tokens is not None:
+            body[self._max_tokens_param] = settings.max_tokens
+        if settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        name = request.schema.__name__
+        if request.prefill:
+            # a constrained answer would start a new object: a continuation is unconstrained
+            messages.append({"role": "assistant", "content": request.prefill})
+        elif caps.output == "json_schema":
+            strict = json_schema(request.schema, "openai-strict", steps=request.steps)
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": strict, "strict": True},
+            }
+        elif caps.output == "json_object_schema":
+            body["response_format"] = {"type": "json_object", "schema": request.output_schema}
+        elif caps.output == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        elif caps.output == "tool":
+            strict = json_schema(request.schema, "openai-strict", steps=request.steps)
+            function = {"name": name, "parameters": strict, "strict": True}
+            body["tools"] = [{"type": "function", "function": function}]
+            body["tool_choice"] = {"type": "function", "function": {"name": name}}
+        return body
+
+    async def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
+        """Stream the answer; closing this generator closes the HTTP response."""
+        body = self.payload(request, settings)
+        client = self._client()
+        extra = self._extra_body or None
+        try:
+            response = await client.chat.completions.create(**body, extra_body=extra)
+        except Exception as exc:
+            raise _translated(exc) from exc
+        try:
+            while True:
+                try:
+                    event = await response.__anext__()
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    raise _translated(exc) from exc
+                chunk = _chunk(event)
+                if chunk is not None:
+                    yield chunk
+        finally:
+            await response.close()
+
+    async def aclose(self) -> None:
+        """Close the clients this backend made (not one the user passed)."""
+        clients, self._clients = self._clients, {}
+        for loop, client in clients.items():
+            if loop is asyncio.get_running_loop():
+                await client.close()
+
+    def _client(self) -> openai.AsyncOpenAI:
+        if self._shared is not None:
+            return self._shared
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for old in [lp for lp in self._clients if lp.is_closed()]:
+                del self._clients[old]  # loops of finished asyncio.run calls
+            client = self._clients[loop] = openai.AsyncOpenAI(**self._settings)
+        return client
+
+
+def _chunk(event: Any) -> Chunk | None:
+    usage = None
+    if getattr(event, "usage", None) is not None:
+        usage = TokenCounts(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
+    if not event.choices:
+        return Chunk(usage=usage) if usage is not None else None
+    choice = event.choices[0]
+    delta = choice.delta
+    text = delta.content or "" if delta is not None else ""
+    if delta is not None and delta.tool_calls:
+        text += "".join(call.function.arguments or "" for call in delta.tool_calls if call.function)
+    refusal = getattr(delta, "refusal", None) if delta is not None else None
+    if not text and refusal is None and choice.finish_reason is None and usage is None:
+        return None
+    return Chunk(text=text, finish_reason=choice.finish_reason, usage=usage, refusal=refusal)
+
+
+def _translated(exc: Exception) -> Exception:
+    """The one place SDK and transport errors become arq errors (others pass unchanged)."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+        return BackendError(
+            redact(f"the model service answered HTTP {status}: {exc.message}"),
+            retryable=retryable,
+            status=status,
+            retry_after=parse_retry_after(exc.response.headers) if retryable else None,
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return BackendError("the model service timed out", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return BackendError(
+            redact(f"the connection to the model service failed: {cause!r}"), retryable=True
+        )
+    if isinstance(exc, openai.APIError):  # an error event inside the stream
+        return BackendError(
+            redact(f"the model service sent an error: {exc.message}"), retryable=True
+        )
+    if isinstance(exc, ValueError):  # a stream event that is not JSON
+        return BackendError(
+            redact(f"the model service sent a malformed event: {exc}"), retryable=True
+        )
+    if type(exc).__module__.partition(".")[0] in ("httpx", "httpx2", "httpcore", "h11"):
+        return BackendError(redact(f"the stream broke off: {exc!r}"), retryable=True)
+    return exc

@@ -1,0 +1,60 @@
+"""Events of a run, as `Executor.stream` yields them while the model writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeAlias, TypeVar
+
+from arq.errors import BackendError, OutputError
+from arq.schema import Reasoning
+from arq.trace import Result
+
+__all__ = ["Done", "Event", "RepairStarted", "Retrying", "StepAccepted", "StepFailed"]
+
+SchemaT = TypeVar("SchemaT", bound=Reasoning)
+
+
+@dataclass(frozen=True, slots=True)
+class StepAccepted:
+    """A step passed its checks; it is kept whatever happens later in the run."""
+
+    step: str
+    value: Any
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """The output failed at `step` (None when no step could be named); reading stopped."""
+
+    step: str | None
+    error: OutputError
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RepairStarted:
+    """A repair call starts from `step`, keeping the steps accepted before it."""
+
+    step: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """A transport error will be retried after `wait` seconds."""
+
+    error: BackendError
+    wait: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[SchemaT]):
+    """The run produced a valid output."""
+
+    result: Result[SchemaT]
+
+
+Event: TypeAlias = StepAccepted | StepFailed | RepairStarted | Retrying | Done[Any]

@@ -1,0 +1,258 @@
+"""`Executor`: run reasoning schemas against a backend, sync or async, one or many at once.
+
+The executor is the only place that does I/O with a model. `arun` and `stream` run on the
+caller's event loop; `run` and `map` run on a private event-loop thread the executor
+keeps, so they also work where a loop is already running (a notebook) and keep their
+connections open from one call to the next. The loop itself lives in `arq.convergence`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from arq.backends.base import Backend, Settings
+from arq.convergence import RunLoop
+from arq.errors import ArqError
+from arq.events import Done, Event
+from arq.prompt import PromptBuilder
+from arq.retry import RetryPolicy
+from arq.schema import Reasoning
+from arq.trace import Result
+
+__all__ = ["Executor"]
+
+SchemaT = TypeVar("SchemaT", bound=Reasoning)
+T = TypeVar("T")
+Context = Mapping[str, Any]
+Examples = Sequence[BaseModel | Mapping[str, Any]]
+
+
+class Executor:
+    """Runs reasoning schemas on a backend until each output is valid.
+
+    Args:
+        backend: The model service (`arq.backends.OpenAIBackend`, `LlamaCppBackend`, ...).
+        builder: Renders the prompts; the default `PromptBuilder()` if None.
+        max_repairs: Repair calls allowed per run after output errors (a step failed its
+            checks, or the JSON broke a rule). 0 never repairs.
+        retry: Transport retries per call (timeouts, dropped streams, 408/409/429/5xx), a
+            separate budget from repairs.
+        temperature: Sampling temperature sent with each call (None: the server's).
+        max_tokens: Output token limit of each call (None: the server's).
+        seed: Sampling seed, where the server honours one.
+        deadline: Seconds a whole run may take, retries and repairs included.
+        idle_timeout: Seconds of silence allowed between two chunks of a stream; a silent
+            stream is closed and the call retried.
+        concurrency: Runs at once in `map` / `amap` unless given there.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        builder: PromptBuilder | None = None,
+        max_repairs: int = 2,
+        retry: RetryPolicy | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = 60.0,
+        concurrency: int = 8,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must implement arq.backends.Backend, not {backend!r}")
+        if max_repairs < 0:
+            raise ValueError(f"max_repairs must not be negative, not {max_repairs}")
+        for name, value in (("deadline", deadline), ("idle_timeout", idle_timeout)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive seconds or None, not {value}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        self.backend = backend
+        self.builder = builder or PromptBuilder()
+        self.max_repairs = max_repairs
+        self.retry = retry or RetryPolicy()
+        self.settings = Settings(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        self.deadline = deadline
+        self.idle_timeout = idle_timeout
+        self.concurrency = concurrency
+        self._thread = _LoopThread()
+
+    def stream(
+        self,
+        schema: type[SchemaT],
+        context: Context | None = None,
+        *,
+        examples: Examples = (),
+    ) -> AsyncIterator[Event]:
+        """The events of one run as they happen; the last is `Done` with the result.
+
+        Raises (while iterating): `ConvergenceError`, `TruncatedOutputError`,
+        `RefusalError`, `BackendError` (retries spent), `DeadlineExceededError`.
+        """
+        return RunLoop(self, schema, context, examples).events()
+
+    async def arun(
+        self,
+        schema: type[SchemaT],
+        context: Context | None = None,
+        *,
+        examples: Examples = (),
+    ) -> Result[SchemaT]:
+        """Run `schema` on `context` to a valid output. Cancelling it closes the stream."""
+        events = RunLoop(self, schema, context, examples).events()
+        try:
+            async for event in events:
+                if isinstance(event, Done):
+                    result: Result[SchemaT] = event.result
+                    return result
+        finally:
+            await events.aclose()
+        raise AssertionError("a run ended without a result or an error")  # pragma: no cover
+
+    def run(
+        self,
+        schema: type[SchemaT],
+        context: Context | None = None,
+        *,
+        examples: Examples = (),
+    ) -> Result[SchemaT]:
+        """`arun`, blocking; works with or without an event loop running in this thread."""
+        return self._thread.call(self.arun(schema, context, examples=examples))
+
+    async def amap(
+        self,
+        schema: type[SchemaT],
+        contexts: Iterable[Context],
+        *,
+        concurrency: int | None = None,
+        on_result: Callable[[int, Result[SchemaT] | ArqError], None] | None = None,
+    ) -> list[Result[SchemaT] | ArqError]:
+        """Run `schema` on every context, at most `concurrency` at once.
+
+        Results come in input order; each item is its `Result` or the `ArqError` that
+        ended its run, so one failure does not abort the batch. `on_result(index,
+        outcome)` is called as each run ends (for progress output).
+        """
+        items = list(contexts)
+        limit = asyncio.Semaphore(concurrency or self.concurrency)
+        outcomes: list[Result[SchemaT] | ArqError | None] = [None] * len(items)
+
+        async def one(index: int, context: Context) -> None:
+            async with limit:
+                try:
+                    outcome: Result[SchemaT] | ArqError = await self.arun(schema, context)
+                except ArqError as error:
+                    outcome = error
+            outcomes[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+
+        tasks = [asyncio.ensure_future(one(i, c)) for i, c in enumerate(items)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # a bug in one run (not an ArqError) stops the others
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def map(
+        self,
+        schema: type[SchemaT],
+        contexts: Iterable[Context],
+        *,
+        concurrency: int | None = None,
+        on_result: Callable[[int, Result[SchemaT] | ArqError], None] | None = None,
+    ) -> list[Result[SchemaT] | ArqError]:
+        """`amap`, blocking."""
+        call = self.amap(schema, contexts, concurrency=concurrency, on_result=on_result)
+        return self._thread.call(call)
+
+    async def aclose(self) -> None:
+        """Close the backend's connections on this loop."""
+        await self.backend.aclose()
+
+    def close(self) -> None:
+        """Close the backend and stop the executor's event-loop thread."""
+        if self._thread.started:
+            self._thread.call(self.backend.aclose())
+        self._thread.stop()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, started on first use, for the blocking calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError(
+                "Executor.run or map was called from inside a running executor task;"
+                " use `await executor.arun(...)` / `amap(...)` there"
+            )
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C in the caller stops the run and closes its stream
+            raise
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="arq-executor", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()

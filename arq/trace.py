@@ -1,0 +1,190 @@
+"""What a run leaves behind: the validated output, every model call, and the tokens spent.
+
+A `Trace` records each call to the model as an `Attempt` (its request, the raw text
+received, the steps checked with their timings, the error that ended it) so a run can be
+explained afterwards and written to JSONL. Secrets never reach a trace: `redact` masks API
+keys and Authorization values in every text that is written out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from arq.prompt import Request
+from arq.schema import Reasoning
+
+__all__ = ["Attempt", "AttemptKind", "Result", "StepRecord", "Trace", "Usage", "redact"]
+
+SchemaT = TypeVar("SchemaT", bound=Reasoning)
+
+AttemptKind = Literal["first", "repair", "retry"]
+"""Why a call was made: the first call, a repair after an output error, or a retry after a
+transport error (which resumes after the steps already accepted)."""
+
+_SECRETS = re.compile(
+    r"(?i)(?P<key>sk-[A-Za-z0-9_\-]{6,})"  # OpenAI-style keys
+    r"|(?P<lead>bearer\s+|api[_-]?key[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-.=:+/]{6,}"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with API keys and bearer tokens replaced by `***`."""
+    return _SECRETS.sub(lambda m: (m.group("lead") or "") + "***", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens spent.
+
+    `estimated` is true when some count was not reported by the service: a stream that
+    arq closed early reports no usage, so its output tokens are the content chunks
+    received (servers send about one token per chunk) and its prompt tokens are the
+    prompt's characters divided by four.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.estimated or other.estimated,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step as the stream delivered it.
+
+    Attributes:
+        name: The step.
+        value: Its raw JSON value.
+        elapsed: Seconds from the start of the call until the step was complete.
+        error: Why it was rejected, or None when it was accepted.
+    """
+
+    name: str
+    value: Any
+    elapsed: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One call to the model.
+
+    Attributes:
+        number: 1 for the first call, then 2, 3, ...
+        kind: Why the call was made.
+        request: What was sent.
+        text: The raw text received (all of it, up to where reading stopped).
+        steps: The steps checked during this call, in order.
+        finish_reason: The service's finish reason, if the stream got that far.
+        usage: Tokens of this call.
+        error: The failure that ended the call, as "ErrorType: message", if any.
+        stopped_early: arq closed the stream before its end because a step failed.
+        elapsed: Seconds the call took.
+    """
+
+    number: int
+    kind: AttemptKind
+    request: Request
+    text: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+    stopped_early: bool = False
+    elapsed: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record, secrets redacted."""
+        record = {
+            "number": self.number,
+            "kind": self.kind,
+            "request": self.request.to_dict(),
+            "text": self.text,
+            "steps": [
+                {"name": s.name, "value": s.value, "elapsed": round(s.elapsed, 6), "error": s.error}
+                for s in self.steps
+            ],
+            "finish_reason": self.finish_reason,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+                "estimated": self.usage.estimated,
+            },
+            "error": self.error,
+            "stopped_early": self.stopped_early,
+            "elapsed": round(self.elapsed, 6),
+        }
+        redacted: dict[str, Any] = _redacted(record)
+        return redacted
+
+
+@dataclass(slots=True)
+class Trace:
+    """Every call of one run, in order."""
+
+    schema: str
+    model: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens summed over every call."""
+        total = Usage()
+        for attempt in self.attempts:
+            total = total + attempt.usage
+        return total
+
+    @property
+    def repairs(self) -> int:
+        """Calls made to repair an output error."""
+        return sum(1 for a in self.attempts if a.kind == "repair")
+
+    def to_jsonl(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+        """Write one JSON line per call (with the schema and model names), secrets redacted."""
+        with open(path, "a" if append else "w", encoding="utf-8") as out:
+            for attempt in self.attempts:
+                line = {"schema": self.schema, "model": self.model, **attempt.to_dict()}
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Generic[SchemaT]):
+    """A validated output and how it was reached.
+
+    Attributes:
+        output: The validated schema instance; a run never returns an invalid one.
+        trace: Every call made.
+    """
+
+    output: SchemaT
+    trace: Trace
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens summed over every call, repairs and retries included."""
+        return self.trace.usage
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
