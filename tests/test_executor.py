@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -585,3 +586,15 @@ def test_bad_settings_are_refused() -> None:
             Executor(backend, **options)
     with pytest.raises(TypeError, match="Backend"):
         Executor(object())  # type: ignore[arg-type]
+
+
+def test_asyncio_run_twice_leaves_no_connection_open(server: FakeOpenAIServer) -> None:
+    # each loop's client is closed on that loop as asyncio.run ends; a leaked socket would
+    # surface as a ResourceWarning, which this test suite turns into an error
+    server.responder = SchemaResponder()
+    ex = executor(server)
+    contexts = [{"ticket": f"Ticket #{i} about an example order"} for i in range(2)]
+    outputs = [asyncio.run(ex.arun(Ticket, context)).output for context in contexts]
+    gc.collect()
+    assert [o.order_id for o in outputs] == ["example", "example"]
+    assert len(server.requests) == 2

@@ -96,6 +96,8 @@ class OpenAIBackend:
                 organization=client.organization,
                 project=client.project,
                 timeout=client.timeout,
+                # the headers the caller gave the client (the SDK keeps no public copy)
+                default_headers=client._custom_headers or None,
             )
         elif client is not None:
             raise TypeError(f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}")
@@ -107,7 +109,9 @@ class OpenAIBackend:
             elif base_url is not None:
                 # local servers need no key, but the SDK refuses to start without one
                 self._settings["api_key"] = "not-needed"
-        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        self._clients: dict[
+            asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Task[None]]
+        ] = {}
 
     @property
     def name(self) -> str:
@@ -177,22 +181,34 @@ class OpenAIBackend:
             await response.close()
 
     async def aclose(self) -> None:
-        """Close the clients this backend made (not one the user passed)."""
-        clients, self._clients = self._clients, {}
-        for loop, client in clients.items():
-            if loop is asyncio.get_running_loop():
+        """Close the clients this backend made (not one the user passed), each on its loop."""
+        current = asyncio.get_running_loop()
+        for loop, (client, closer) in list(self._clients.items()):
+            if loop is current:
+                closer.cancel()
+                del self._clients[loop]
                 await client.close()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(closer.cancel)  # it closes the client there
 
     def _client(self) -> openai.AsyncOpenAI:
         if self._shared is not None:
             return self._shared
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]  # loops of finished asyncio.run calls
-            client = self._clients[loop] = openai.AsyncOpenAI(**self._settings)
-        return client
+        entry = self._clients.get(loop)
+        if entry is None:
+            client = openai.AsyncOpenAI(**self._settings)
+            entry = self._clients[loop] = (client, loop.create_task(self._close_at_end(client)))
+        return entry[0]
+
+    async def _close_at_end(self, client: openai.AsyncOpenAI) -> None:
+        """Wait until this loop's tasks are cancelled (`asyncio.run` does so as it ends),
+        then close the client on its own loop, so no connection outlives the loop."""
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self._clients.pop(asyncio.get_running_loop(), None)
+            await client.close()
 
 
 def _chunk(event: Any) -> Chunk | None:
