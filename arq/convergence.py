@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from arq.backends.base import Chunk
+from arq.backends.base import Chunk, Settings
 from arq.errors import (
     BackendError,
     ConvergenceError,
@@ -135,7 +136,7 @@ class RunLoop(Generic[SchemaT]):
         attempt = Attempt(len(self.trace.attempts) + 1, kind, request)
         self.trace.attempts.append(attempt)
         reader = _Reader(self, request, attempt)
-        stream = ex.backend.stream(request, ex.settings)
+        stream = ex.backend.stream(request, self._settings(kind, attempt.number))
         watchdog = _Watchdog(loop, ex.idle_timeout, self.deadline)
         started = loop.time()
         try:
@@ -167,6 +168,14 @@ class RunLoop(Generic[SchemaT]):
             attempt.text = "".join(reader.parts)
             attempt.usage = reader.usage()
             attempt.elapsed = loop.time() - started
+
+    def _settings(self, kind: AttemptKind, number: int) -> Settings:
+        """The first call's settings; repairs at their own temperature and a new seed."""
+        settings = self.executor.settings
+        if kind == "first":
+            return settings
+        seed = None if settings.seed is None else settings.seed + number - 1
+        return replace(settings, temperature=self.executor.repair_temperature, seed=seed)
 
     def _failing_step(self, error: StepError | OutputParseError) -> str:
         if isinstance(error, StepError):

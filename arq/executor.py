@@ -45,6 +45,8 @@ class Executor:
         retry: Transport retries per call (timeouts, dropped streams, 408/409/429/5xx), a
             separate budget from repairs.
         temperature: Sampling temperature sent with each call (None: the server's).
+        repair_temperature: Temperature of repair calls, if different. Greedy decoding tends
+            to write the same wrong value again; some randomness gives a repair a chance.
         max_tokens: Output token limit of each call (None: the server's).
         seed: Sampling seed, where the server honours one.
         deadline: Seconds a whole run may take, retries and repairs included.
@@ -61,6 +63,7 @@ class Executor:
         max_repairs: int = 2,
         retry: RetryPolicy | None = None,
         temperature: float | None = None,
+        repair_temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
         deadline: float | None = None,
@@ -83,6 +86,7 @@ class Executor:
         self.max_repairs = max_repairs
         self.retry = retry or RetryPolicy()
         self.settings = Settings(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        self.repair_temperature = temperature if repair_temperature is None else repair_temperature
         self.deadline = deadline
         self.idle_timeout = idle_timeout
         self.concurrency = concurrency

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
@@ -379,7 +379,9 @@ def checklist(
 
     every_item_checked_once.__name__ = f"{field}_cover_every_item_once"
     coverage = declared_checks({"coverage": check(field)(every_item_checked_once)})
-    list_definition: dict[str, Any] = {field: (list[narrowed], _copy_field(info))}
+    # exactly one entry per item: the JSON Schema (and so a grammar) knows the length too
+    sized = Annotated[list[narrowed], Field(min_length=len(ids), max_length=len(ids))]
+    list_definition: dict[str, Any] = {field: (sized, _copy_field(info))}
     derived = create_model(
         schema.__name__,
         __base__=schema,

@@ -598,3 +598,14 @@ def test_asyncio_run_twice_leaves_no_connection_open(server: FakeOpenAIServer) -
     gc.collect()
     assert [o.order_id for o in outputs] == ["example", "example"]
     assert len(server.requests) == 2
+
+
+def test_repairs_sample_at_their_own_temperature_with_a_new_seed(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(Reply(text({**GOOD, "order_id": "R-0000"})), Reply(text(suffix("order_id"))))
+    ex = executor(server, temperature=0.0, repair_temperature=0.7, seed=7)
+    assert ex.run(Ticket, CONTEXT).output == EXPECTED
+    first, repair = (r.body for r in server.requests)
+    assert (first["temperature"], first["seed"]) == (0.0, 7)
+    assert (repair["temperature"], repair["seed"]) == (0.7, 8)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from arq.checks import check
 from arq.errors import SchemaError
+from arq.jsonschema import json_schema
 from arq.schema import Reasoning, answer, checklist, cot, cross_checks, direct, query, steps
 from tests.schemas import GuidelineCheck, SupportReply
 
@@ -208,6 +209,19 @@ def test_checklist_constrains_ids_and_keeps_step_order() -> None:
     with pytest.raises(ValidationError, match="Input should be 'g1' or 'g2'"):
         item_type.model_validate({**good, "id": "g3"})
     assert item_type.model_validate(good).id == "g1"
+
+
+def test_checklist_fixes_the_list_length_in_the_json_schema() -> None:
+    narrowed = checklist(SupportReply, "checks", ["g1", "g2", "g3"])
+    for dialect in ("json-schema", "openai-strict"):
+        prop = json_schema(narrowed, dialect)["properties"]["checks"]
+        assert (prop["minItems"], prop["maxItems"]) == (3, 3)
+    item_type = get_args(narrowed.model_fields["checks"].annotation)[0]
+    entry = {"id": "g1", "condition": "c", "applies": True, "compliant": True}
+    output = {"request": "r", "applicable": [], "checks": [entry], "decision": "reply"}
+    with pytest.raises(ValidationError, match="at least 3 items"):
+        narrowed.model_validate({**output, "answer": "a"})
+    assert item_type.model_validate(entry).id == "g1"
 
 
 def test_checklist_coverage_check_reports_missing_and_repeated() -> None:
