@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arq.testing import FakeOpenAIServer, Reply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -20,3 +28,75 @@ def test_check_recorded_outputs_reports_each_record() -> None:
         "record 3: invalid at step 'decision': Input should be 'reply' or 'escalate'",
         "2 of 3 records invalid",
     ]
+
+
+def run_support_reply(*args: str, env: dict[str, str] | None = None) -> Any:
+    script = EXAMPLES / "support_reply.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env
+    )
+
+
+GOOD_REPLY = {
+    "request": "money back for a broken order",
+    "order_id": "A-1234",
+    "guidelines": [
+        {"id": "refund", "applies": True},
+        {"id": "damaged", "applies": True},
+        {"id": "tracking", "applies": False},
+    ],
+    "decision": "reply",
+}
+
+
+def test_support_reply_runs_against_any_openai_compatible_server() -> None:
+    with FakeOpenAIServer() as server:
+        server.script(
+            Reply(json.dumps({**GOOD_REPLY, "reply": "Sorry! Your refund is on its way."})),
+            Reply(json.dumps({"reply": "Sorry! I will check the order status now."})),
+        )
+        out = run_support_reply(
+            "--base-url", server.base_url, "--model", "fake-model", "--profile", "openai"
+        )
+        body = server.requests[0].body
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "  ok   order_id: 'A-1234'" in lines
+    assert any(line.startswith("  FAIL reply: ") and "mentions a refund" in line for line in lines)
+    assert "-- repair 1: redo from 'reply'" in lines
+    assert "answer (reply): Sorry! I will check the order status now." in lines
+    assert body["model"] == "fake-model"
+    assert body["response_format"]["type"] == "json_schema"
+
+
+def test_support_reply_uses_the_profile_for_llama_cpp_python_servers() -> None:
+    with FakeOpenAIServer() as server:
+        server.script(Reply(json.dumps({**GOOD_REPLY, "reply": "Sorry! Let me check."})))
+        out = run_support_reply("--base-url", server.base_url, "--profile", "llama-cpp-python")
+        fmt = server.requests[0].body["response_format"]
+    assert out.returncode == 0, out.stderr
+    assert fmt["type"] == "json_object"
+    assert list(fmt["schema"]["properties"]) == [*GOOD_REPLY, "reply"]
+
+
+def test_support_reply_says_clearly_when_the_model_file_is_missing(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    env = {**os.environ, "ARQ_MODEL": str(tmp_path / "missing.gguf")}
+    out = run_support_reply(env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: model file not found:")
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None and not os.environ.get("ARQ_REQUIRE_LOCAL"),
+    reason="the local extra is not installed",
+)
+def test_support_reply_runs_on_the_embedded_model() -> None:
+    out = run_support_reply()
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("model: SmolLM2-135M-Instruct")
+    assert any(line.startswith("  ok   request: ") for line in lines)
+    verdict = [line for line in lines if line.startswith(("answer (", "no valid answer"))]
+    assert len(verdict) == 1
