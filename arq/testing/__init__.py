@@ -9,9 +9,19 @@ with FakeOpenAIServer() as server:
 ```
 
 See `arq.testing.replies` for the reply and fault types and `arq.testing.server` for the
-server.
+server. `ScriptedBackend` streams scripted replies with no network; `RecordingBackend` and
+`ReplayBackend` record a live backend's calls to a cassette and replay them offline;
+`assert_valid`, `assert_invalid_at` and `assert_prompt_matches` check recorded outputs and
+prompt snapshots. The pytest plugin (`arq.testing.plugin`) wraps these as fixtures.
 """
 
+from arq.testing.asserts import (
+    assert_invalid_at,
+    assert_prompt_matches,
+    assert_valid,
+    render_prompt,
+)
+from arq.testing.cassette import CassetteMismatch, RecordingBackend, ReplayBackend
 from arq.testing.replies import (
     DropAfter,
     Malformed,
@@ -26,21 +36,30 @@ from arq.testing.replies import (
     split_pieces,
 )
 from arq.testing.schema import SchemaResponder, request_schema, schema_instance, schema_reply
+from arq.testing.scripted import ScriptedBackend
 from arq.testing.server import FakeOpenAIServer
 
 __all__ = [
+    "CassetteMismatch",
     "DropAfter",
     "FakeOpenAIServer",
     "Malformed",
     "ReceivedRequest",
+    "RecordingBackend",
+    "ReplayBackend",
     "Reply",
     "Responder",
     "SchemaResponder",
     "Scripted",
+    "ScriptedBackend",
     "Stall",
     "Status",
     "Truncated",
     "Usage",
+    "assert_invalid_at",
+    "assert_prompt_matches",
+    "assert_valid",
+    "render_prompt",
     "request_schema",
     "schema_instance",
     "schema_reply",
