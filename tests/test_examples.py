@@ -100,3 +100,24 @@ def test_support_reply_runs_on_the_embedded_model() -> None:
     assert any(line.startswith("  ok   request: ") for line in lines)
     verdict = [line for line in lines if line.startswith(("answer (", "no valid answer"))]
     assert len(verdict) == 1
+
+
+def test_agent_endpoint_serves_concurrent_requests() -> None:
+    script = EXAMPLES / "agent_endpoint.py"
+    out = subprocess.run([sys.executable, str(script), "--demo"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("50 of 50 requests answered with a valid triage")
+    first = json.loads(lines[1].removeprefix("first answer: "))
+    assert first["calls"] == 1
+    assert first["output"]["team"] in ("billing", "shipping", "tech")
+
+
+def test_custom_template_renders_and_runs() -> None:
+    script = EXAMPLES / "custom_template.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "You are the triage desk of Acme Networks. Triage a support ticket." in out.stdout
+    assert "## Policy\nRouters go to the tech team.\n\n## Ticket\n" in out.stdout
+    assert "{{ 7 * 7 }}" in out.stdout  # context is data, never template code
+    assert out.stdout.rstrip().endswith("team: tech")
