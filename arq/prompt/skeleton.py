@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from arq.schema import Reasoning, Step, StepSpec, _item_id, steps
+from arq.schema import Reasoning, Step, StepSpec, _cached, _item_id, steps
 
 __all__ = ["context_text", "example_json", "render_skeleton"]
 
@@ -47,7 +47,13 @@ def render_skeleton(schema: type[Reasoning], names: Sequence[str] | None = None)
     """The JSON skeleton of `schema`: each step's key with its question as the value.
 
     `names` keeps only those steps (a repair shows the failing step and those after it).
+    Computed once per schema and steps: a schema does not change once defined.
     """
+    key = "skeleton" if names is None else "skeleton:" + ",".join(names)
+    return _cached(schema, key, lambda: _render_skeleton(schema, names))
+
+
+def _render_skeleton(schema: type[Reasoning], names: Sequence[str] | None) -> str:
     renderer = _Renderer()
     entries = []
     for step in steps(schema):

@@ -1,0 +1,139 @@
+"""Framework overhead per call: arq against the raw openai SDK (and instructor, if installed).
+
+Every side streams the same reply from the same zero-delay loopback server with the same
+response format, then validates it into the same Pydantic model:
+
+- raw SDK: `chat.completions.create(stream=True)`, join the content, `model_validate_json`;
+- arq: `Executor.arun` (prompt building, step parsing, per-step checks, trace);
+- instructor (when installed): `create(response_model=...)` in its JSON-schema mode.
+
+The calls are interleaved in rounds (A, B, C, A, B, C, ...) so that the machine's drift
+hits every side alike. Prints the median microseconds per call and the ratios to the raw SDK.
+
+    python bench/overhead.py [--calls 300] [--steps 6]
+
+Target: arq at most 1.10x the raw SDK call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import openai
+from pydantic import create_model
+
+import arq
+from arq.backends import OpenAIBackend, Settings
+from arq.testing import FakeOpenAIServer, Reply
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def make_schema(n: int) -> type[arq.Reasoning]:
+    fields: dict[str, Any] = {
+        f"step_{i}": (str, arq.query(f"Question {i}?", max_length=200)) for i in range(1, n)
+    }
+    fields["answer"] = (str, arq.answer("The answer."))
+    schema = create_model("Bench", __base__=arq.Reasoning, __doc__="A benchmark task.", **fields)
+    return schema
+
+
+def raw_sdk(client: openai.AsyncOpenAI, body: dict[str, Any], schema: type[Any]) -> Call:
+    async def call() -> Any:
+        stream = await client.chat.completions.create(**body)
+        parts = [e.choices[0].delta.content or "" async for e in stream if e.choices]
+        return schema.model_validate_json("".join(parts))
+
+    return call
+
+
+def arq_call(executor: arq.Executor, schema: type[arq.Reasoning]) -> Call:
+    async def call() -> Any:
+        return (await executor.arun(schema, {"question": "Why?"})).output
+
+    return call
+
+
+def instructor_call(base_url: str, body: dict[str, Any], schema: type[Any]) -> Call | None:
+    try:
+        import instructor  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    raw = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
+    client = instructor.from_openai(raw, mode=instructor.Mode.JSON_SCHEMA)
+
+    async def call() -> Any:
+        return await client.chat.completions.create(
+            model=body["model"],
+            messages=body["messages"],
+            response_model=schema,
+            max_retries=0,
+        )
+
+    return call
+
+
+async def measure(calls: dict[str, Call], rounds: int) -> dict[str, list[float]]:
+    for call in calls.values():  # warm up: connections, caches, imports
+        for _ in range(5):
+            await call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            await call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+async def run(args: argparse.Namespace) -> None:
+    schema = make_schema(args.steps)
+    value = {name: f"value of {name}, " + "x" * 60 for name in schema.model_fields}
+    text = json.dumps(value)
+    with FakeOpenAIServer() as server:
+        server.responder = lambda request: Reply(text, usage=True)
+        backend = OpenAIBackend("fake-model", base_url=server.base_url)
+        request = arq.PromptBuilder().build(schema, {"question": "Why?"})
+        body = backend.payload(request, Settings())
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+        async with arq.Executor(backend) as executor:
+            calls: dict[str, Call] = {
+                "raw openai SDK": raw_sdk(client, body, schema),
+                "arq": arq_call(executor, schema),
+            }
+            maybe = instructor_call(server.base_url, body, schema)
+            if maybe is not None:
+                calls["instructor"] = maybe
+            times = await measure(calls, args.calls)
+        await client.close()
+    base = statistics.median(times["raw openai SDK"])
+    print(
+        f"{args.steps}-step schema, {len(text)}-char reply in {len(text) // 4}-ish chunks, "
+        f"{args.calls} calls each, interleaved; openai {openai.__version__}, "
+        f"Python {sys.version.split()[0]}"
+    )
+    print(f"{'':16} {'median us':>10} {'p90 us':>10} {'vs raw SDK':>11}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        p90 = statistics.quantiles(samples, n=10)[-1]
+        print(f"{name:16} {median * 1e6:>10.0f} {p90 * 1e6:>10.0f} {median / base:>10.2f}x")
+    if "instructor" not in calls:
+        print("(instructor is not installed: pip install instructor to compare it too)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=6)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
