@@ -41,8 +41,7 @@ def make_schema(n: int) -> type[arq.Reasoning]:
         f"step_{i}": (str, arq.query(f"Question {i}?", max_length=200)) for i in range(1, n)
     }
     fields["answer"] = (str, arq.answer("The answer."))
-    schema = create_model("Bench", __base__=arq.Reasoning, __doc__="A benchmark task.", **fields)
-    return schema
+    return create_model("Bench", __base__=arq.Reasoning, __doc__="A benchmark task.", **fields)
 
 
 def raw_sdk(client: openai.AsyncOpenAI, body: dict[str, Any], schema: type[Any]) -> Call:
