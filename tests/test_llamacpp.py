@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -328,3 +329,36 @@ def test_support_reply_keys_in_order(backend: LlamaCppBackend) -> None:
         assert list(json.loads(text_of(chunks))) == list(request.steps)
     else:  # a string that runs on is cut by the budget, never by bad JSON
         assert (last.finish_reason, last.usage.completion_tokens) == ("length", 400)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "grammar"),
+    [
+        (r"^R-\d{4}$", '"R" "-" a-1 a-1 a-1 a-1'),
+        (r"^x\.y(?:z)?$", '"x" [.] "y" ("z")?'),
+        (r"^[\d,]+\s?$", "[0-9,]+ [ \\t\\n\\r]?"),
+    ],
+)
+def test_grammar_spells_out_regex_shorthands(pattern: str, grammar: str) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
+    assert grammar in json_grammar(schema, ["a"], continuation=False)
+
+
+@pytest.mark.parametrize("pattern", [r"^(?=a)b$", r"^[\D]$", r"^a\\d$"])
+def test_grammar_leaves_inexpressible_patterns_to_validation(pattern: str) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
+    grammar = json_grammar(schema, ["a"], continuation=False)
+    assert "a ::=" not in grammar  # the value is any string; the check still runs
+    assert "string ::=" in grammar
+
+
+class Patterned(Reasoning):
+    """Give the order id."""
+
+    order_id: Annotated[str, Field(pattern=r"^[A-Z]-\d{4}$")] = answer("The order id.")
+
+
+def test_a_patterned_step_is_sampled_within_its_pattern(backend: LlamaCppBackend) -> None:
+    chunks = asyncio.run(collect(backend, build(Patterned), GREEDY))
+    value = json.loads(text_of(chunks))["order_id"]
+    assert re.fullmatch(r"[A-Z]-\d{4}", value)
