@@ -1,14 +1,17 @@
 """Framework overhead per call: arq against the raw openai SDK (and instructor, if installed).
 
-Every side streams the same reply from the same zero-delay loopback server with the same
-response format, then validates it into the same Pydantic model:
+Every side streams the same reply from the same zero-delay loopback server (in a child
+process, so its work is not timed) with the same response format, then validates it into
+the same Pydantic model:
 
 - raw SDK: `chat.completions.create(stream=True)`, join the content, `model_validate_json`;
 - arq: `Executor.arun` (prompt building, step parsing, per-step checks, trace);
-- instructor (when installed): `create(response_model=...)` in its JSON-schema mode.
+- instructor (when installed), in its JSON-schema mode: `create_partial` streaming the same
+  reply, and `create` without streaming (one JSON body: a different, cheaper wire path).
 
 The calls are interleaved in rounds (A, B, C, A, B, C, ...) so that the machine's drift
-hits every side alike. Prints the median microseconds per call and the ratios to the raw SDK.
+hits every side alike. Prints the median wall time per call, the client's mean CPU time per
+call (the server runs in another process), and their ratios to the raw SDK.
 
     python bench/overhead.py [--calls 300] [--steps 6]
 
@@ -27,11 +30,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
+from loopback import server_process
 from pydantic import create_model
 
 import arq
 from arq.backends import OpenAIBackend, Settings
-from arq.testing import FakeOpenAIServer, Reply
 
 Call = Callable[[], Awaitable[Any]]
 
@@ -60,70 +63,80 @@ def arq_call(executor: arq.Executor, schema: type[arq.Reasoning]) -> Call:
     return call
 
 
-def instructor_call(base_url: str, body: dict[str, Any], schema: type[Any]) -> Call | None:
+def instructor_calls(
+    client: openai.AsyncOpenAI, body: dict[str, Any], schema: type[Any]
+) -> dict[str, Call]:
+    """instructor streaming the same reply (`create_partial`), and without streaming."""
     try:
         import instructor  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        return None
-    raw = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
-    client = instructor.from_openai(raw, mode=instructor.Mode.JSON_SCHEMA)
+        return {}
+    patched = instructor.from_openai(client, mode=instructor.Mode.JSON_SCHEMA)
+    options = {"model": body["model"], "messages": body["messages"], "response_model": schema}
 
-    async def call() -> Any:
-        return await client.chat.completions.create(
-            model=body["model"],
-            messages=body["messages"],
-            response_model=schema,
-            max_retries=0,
-        )
+    async def streamed() -> Any:
+        last: Any = None
+        async for partial in patched.chat.completions.create_partial(**options, max_retries=0):
+            last = partial
+        return schema.model_validate(last.model_dump())
 
-    return call
+    async def whole() -> Any:
+        return await patched.chat.completions.create(**options, max_retries=0)
+
+    return {"instructor (streamed)": streamed, "instructor (one body)": whole}
 
 
-async def measure(calls: dict[str, Call], rounds: int) -> dict[str, list[float]]:
+async def measure(
+    calls: dict[str, Call], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     for call in calls.values():  # warm up: connections, caches, imports
         for _ in range(5):
             await call()
     times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             await call()
             times[name].append(time.perf_counter() - start)
-    return times
+            cpu[name].append(time.process_time() - start_cpu)
+    return times, cpu
 
 
 async def run(args: argparse.Namespace) -> None:
     schema = make_schema(args.steps)
     value = {name: f"value of {name}, " + "x" * 60 for name in schema.model_fields}
     text = json.dumps(value)
-    with FakeOpenAIServer() as server:
-        server.responder = lambda request: Reply(text, usage=True)
-        backend = OpenAIBackend("fake-model", base_url=server.base_url)
+    with server_process(text) as base_url:
+        backend = OpenAIBackend("fake-model", base_url=base_url)
         request = arq.PromptBuilder().build(schema, {"question": "Why?"})
         body = backend.payload(request, Settings())
-        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
         async with arq.Executor(backend) as executor:
             calls: dict[str, Call] = {
                 "raw openai SDK": raw_sdk(client, body, schema),
                 "arq": arq_call(executor, schema),
             }
-            maybe = instructor_call(server.base_url, body, schema)
-            if maybe is not None:
-                calls["instructor"] = maybe
-            times = await measure(calls, args.calls)
+            calls.update(instructor_calls(client, body, schema))
+            times, cpu = await measure(calls, args.calls)
         await client.close()
     base = statistics.median(times["raw openai SDK"])
+    base_cpu = statistics.fmean(cpu["raw openai SDK"])
     print(
         f"{args.steps}-step schema, {len(text)}-char reply in {len(text) // 4}-ish chunks, "
         f"{args.calls} calls each, interleaved; openai {openai.__version__}, "
         f"Python {sys.version.split()[0]}"
     )
-    print(f"{'':16} {'median us':>10} {'p90 us':>10} {'vs raw SDK':>11}")
+    print(f"{'':22} {'median us':>10} {'p90 us':>10} {'ratio':>7} {'CPU us':>8} {'ratio':>7}")
     for name, samples in times.items():
         median = statistics.median(samples)
         p90 = statistics.quantiles(samples, n=10)[-1]
-        print(f"{name:16} {median * 1e6:>10.0f} {p90 * 1e6:>10.0f} {median / base:>10.2f}x")
-    if "instructor" not in calls:
+        mean_cpu = statistics.fmean(cpu[name])
+        print(
+            f"{name:22} {median * 1e6:>10.0f} {p90 * 1e6:>10.0f} {median / base:>6.2f}x"
+            f" {mean_cpu * 1e6:>8.0f} {mean_cpu / base_cpu:>6.2f}x"
+        )
+    if len(calls) == 2:
         print("(instructor is not installed: pip install instructor to compare it too)")
 
 
