@@ -6,6 +6,11 @@ Each line of `recorded_outputs.jsonl` holds the run's context and the model's ou
 checks that read the context (here: the order id must be quoted from the conversation) run
 against the recorded context.
 Exits 1 when any record is invalid.
+
+The same check from the command line, as a CI step runs it (docs/cli.md has the workflow):
+
+    arq validate examples/check_recorded_outputs.py:Triage examples/recorded_outputs.jsonl \
+        --format junit --output report.xml
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -121,3 +122,17 @@ def test_custom_template_renders_and_runs() -> None:
     assert "## Policy\nRouters go to the tech team.\n\n## Ticket\n" in out.stdout
     assert "{{ 7 * 7 }}" in out.stdout  # context is data, never template code
     assert out.stdout.rstrip().endswith("team: tech")
+
+
+def test_recorded_outputs_validate_from_the_command_line(tmp_path: Path) -> None:
+    from arq.cli import cli
+
+    report = tmp_path / "report.xml"
+    schema = f"{EXAMPLES / 'check_recorded_outputs.py'}:Triage"
+    outputs = str(EXAMPLES / "recorded_outputs.jsonl")
+    code = cli(["validate", schema, outputs, "--format", "junit", "--output", str(report)])
+    assert code == 1
+    suite = ElementTree.parse(report).getroot()
+    cases = suite.findall(".//testcase")
+    assert len(cases) == 3
+    assert len(suite.findall(".//failure")) == 2
