@@ -4,13 +4,11 @@ This folder is the package `arq.blueprints` (a package-dir mapping in pyproject.
 the blueprints import under arq's own name and never clash with a user's `schemas` module.
 `BLUEPRINTS` maps each stock name (as the CLI accepts it) to its schema.
 
-| name | schema | context keys |
-|---|---|---|
-| guideline-adherence | `guideline_adherence.GuidelineAdherence` | conversation, guidelines |
-| tool-call-decision | `tool_call_decision.ToolCallDecision` | conversation, tools |
-| grounded-answer | `grounded_answer.GroundedAnswer` | question, documents |
-| classification-with-evidence | `classification_with_evidence.ClassificationWithEvidence` | text, labels |
-| extraction-with-verification | `extraction_with_verification.ExtractionWithVerification` | text, fields |
+- guideline-adherence: `GuidelineAdherence` (context: conversation, guidelines)
+- tool-call-decision: `ToolCallDecision` (context: conversation, tools)
+- grounded-answer: `GroundedAnswer` (context: question, documents)
+- classification-with-evidence: `ClassificationWithEvidence` (context: text, labels)
+- extraction-with-verification: `ExtractionWithVerification` (context: text, fields)
 """
 
 from __future__ import annotations
