@@ -9,6 +9,7 @@ Counts tokens with the embedded model's own tokenizer (SmolLM2, through llama.cp
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -76,6 +77,18 @@ def main() -> None:
     for label, text in rows:
         tokens = count(text)
         print(f"{label:42} {tokens:7d} {len(text):7d} {tokens / base:11.2f}x")
+    print()
+    print("stock blueprints: skeleton tokens vs pasted JSON Schema (json-schema / openai-strict)")
+    print(f"{'blueprint':32} {'skeleton':>8} {'json-schema':>12} {'strict':>8} {'ratio':>6}")
+    blueprints = importlib.import_module("arq.blueprints").BLUEPRINTS
+    ratios = []
+    for name, schema in sorted(blueprints.items()):
+        own = count(arq.PromptBuilder().render_output_format(schema))
+        pasted = count(json.dumps(arq.json_schema(schema, "json-schema")))
+        strict = count(json.dumps(arq.json_schema(schema)))
+        ratios.append(pasted / own)
+        print(f"{name:32} {own:8d} {pasted:12d} {strict:8d} {pasted / own:5.2f}x")
+    print(f"{'mean ratio':32} {'':8} {'':12} {'':8} {sum(ratios) / len(ratios):5.2f}x")
 
 
 if __name__ == "__main__":
