@@ -5,6 +5,7 @@
     arq validate SCHEMA OUTPUTS... [--format text|json|junit] [--output FILE]
     arq lint SCHEMA [--dialect openai-strict|json-schema]
     arq export SCHEMA [--dialect ...] [--steps a,b]
+    arq eval SCHEMA DATASET --scorers SPEC [--strategies a,b] [--repeats K] [--out DIR]
 
 SCHEMA is `package.module:Class`, `path/to/file.py:Class` or a stock blueprint name.
 Exit status: 0 success, 1 a failed verdict (invalid outputs, no valid answer, an error
@@ -31,6 +32,8 @@ from typing import Any, NoReturn, TextIO, get_args
 from pydantic_core import to_jsonable_python
 
 from arq import __version__
+from arq.cli_eval import add_arguments as eval_arguments
+from arq.cli_eval import command as eval_command
 from arq.cli_load import UsageError, load_context, load_schema, one_line
 from arq.cli_validate import check_files, summary, write_report, write_to
 from arq.errors import BackendError, ConvergenceError, DeadlineExceededError, OutputError
@@ -188,6 +191,8 @@ def _parser(streams: tuple[TextIO, TextIO]) -> _Parser:
     export = command("export", _export, "Print the schema's JSON Schema.")
     export.add_argument("--dialect", **dialect)
     export.add_argument("--steps", metavar="a,b", help="only these steps, comma-separated")
+    evaluation = command("eval", _eval, "Run ARQ and its baselines on a dataset; report.")
+    eval_arguments(evaluation, profile)
     return parser
 
 
@@ -411,6 +416,10 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not outcomes:
         err.write("warning: no records found\n")
     return 0 if all(o.valid for o in outcomes) else 1
+
+
+def _eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return eval_command(args, out, err, _backend)
 
 
 def _lint(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

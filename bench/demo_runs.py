@@ -12,17 +12,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typing import Any
 
 import arq
 from arq.backends import LlamaCppBackend
-from examples.support_reply import CONTEXT, Reply
+
+
+def _demo() -> Any:
+    """The demo module, loaded from its file (examples/ is not a package on the path)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "support_reply.py"
+    spec = importlib.util.spec_from_file_location("support_reply_demo", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+DEMO = _demo()
+CONTEXT, Reply = DEMO.CONTEXT, DEMO.Reply
 
 
 async def one(backend: LlamaCppBackend, seed: int, temperature: float) -> dict[str, object]:
@@ -104,6 +119,6 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, choices=range(1, 1001), metavar="N")
     parser.add_argument("--temperature", type=float, default=0.5)
     asyncio.run(main(parser.parse_args()))

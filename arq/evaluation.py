@@ -1,0 +1,459 @@
+"""Measure ARQ against its baselines on your own data, from one schema.
+
+```python
+from arq.evaluation import evaluate, load_dataset
+
+def decision(output, item):  # a scorer: read answer steps, compare with the expectation
+    return output.decision == item["expect"]["decision"]
+
+report = evaluate(Schema, load_dataset("cases.jsonl"), backend=backend, repeats=3,
+                  strategies=("arq", "arq-unchecked", "cot", "direct"), scorers=[decision])
+print(report.to_markdown())
+report.plot("report.png")
+```
+
+Strategies, all derived from the one schema:
+
+- `arq`: the schema with its checks, repaired from the failing step (`max_repairs`);
+- `arq-unchecked`: the same steps and prompt, with every check removed and no repair;
+- `cot`: one free-text reasoning step, then the answer steps (`arq.cot`), unchecked;
+- `direct`: the answer steps alone (`arq.direct`), unchecked.
+
+Unchecked strategies are single-pass, as the baselines are used in practice; whether their
+output would have passed the schema's checks is measured afterwards (`checks passed`). A run
+succeeds when it produced an output and every scorer passes on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from arq.backends.base import Backend, Capabilities, Chunk, Settings
+from arq.datasets import DatasetError, check_unique, load_dataset, parse_item
+from arq.errors import ArqError, ConvergenceError, OutputParseError, StepError
+from arq.evaluation_report import EvalReport, RunOutcome
+from arq.executor import Executor
+from arq.prompt import Request
+from arq.schema import Reasoning, cot, direct
+from arq.trace import Result, Trace
+from arq.unchecked import unchecked
+from arq.validation import validate_output
+
+__all__ = [
+    "STRATEGIES",
+    "DatasetError",
+    "EvalReport",
+    "RunOutcome",
+    "Scorer",
+    "aevaluate",
+    "evaluate",
+    "load_dataset",
+    "unchecked",
+]
+
+STRATEGIES = ("arq", "arq-unchecked", "cot", "direct")
+Scorer = Callable[[Any, Mapping[str, Any]], bool]
+"""`(output, item) -> bool`: the output (the answer steps, for `cot` and `direct`) and the
+dataset item (with its `context` and `expect`)."""
+Schemas = type[Reasoning] | Mapping[str, type[Reasoning]]
+
+
+# --- strategies ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one strategy runs one schema: what is sent, what its output is checked against."""
+
+    schema: type[Reasoning]
+    run: type[Reasoning]
+    reference: type[Reasoning]
+    checked: bool
+
+
+def _plan(strategy: str, schema: type[Reasoning]) -> _Plan:
+    if strategy == "arq":
+        return _Plan(schema, schema, schema, True)
+    reference = {"arq-unchecked": schema, "cot": cot(schema), "direct": direct(schema)}[strategy]
+    return _Plan(schema, unchecked(reference), reference, False)
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    started: float
+    calls: int = 0
+    chunks: int = 0
+    reported: int = 0
+
+
+class _Metered:
+    """The backend, measuring each run: when its first call started, and the output chunks
+    of runs that end without a trace. Runs are told apart by their asyncio task."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.inner = backend
+        self.tallies: dict[asyncio.Task[Any] | None, _Tally] = {}
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
+        task = asyncio.current_task()
+        tally = self.tallies.setdefault(task, _Tally(asyncio.get_running_loop().time()))
+        tally.calls += 1
+        return self._stream(self.inner.stream(request, settings), tally)
+
+    async def _stream(
+        self, inner: AsyncGenerator[Chunk, None], tally: _Tally
+    ) -> AsyncGenerator[Chunk, None]:
+        try:
+            async for chunk in inner:
+                tally.chunks += bool(chunk.text)
+                if chunk.usage is not None:
+                    tally.reported += chunk.usage.completion_tokens
+                yield chunk
+        finally:
+            await inner.aclose()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def take(self) -> _Tally | None:
+        """The tally of the run in the current task, forgotten."""
+        return self.tallies.pop(asyncio.current_task(), None)
+
+
+class _Progress:
+    """A text progress bar on a stream: redrawn in place on a terminal, else a line per 10%."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.stream = total, stream
+        self.done = self.ok = 0
+        self.start = time.monotonic()
+        self.tty = bool(stream is not None and stream.isatty())
+        self.shown = -1
+
+    def tick(self, success: bool, label: str) -> None:
+        self.done += 1
+        self.ok += success
+        if self.stream is None:
+            return
+        decile = self.done * 10 // max(self.total, 1)
+        if not self.tty and decile == self.shown and self.done < self.total:
+            return
+        self.shown = decile
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        bar = "#" * (self.done * 24 // max(self.total, 1))
+        line = (
+            f"[{bar:<24}] {self.done}/{self.total} {label}  ok {self.ok}  "
+            f"{_clock(elapsed)} elapsed, ~{_clock(left)} left"
+        )
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
+        if self.tty and self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+# --- evaluating ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One strategy's repeat over the dataset: its settings and the outcomes so far."""
+
+    strategy: str
+    repeat: int
+    seed: int | None
+    plans: dict[str, _Plan]
+    scorers: dict[str, Scorer]
+    metered: _Metered
+    bar: _Progress
+    label: str
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+    def on_result(
+        self, group: Sequence[dict[str, Any]]
+    ) -> Callable[[int, Result[Any] | ArqError], None]:
+        """The `amap` callback for one group of items: score the run, tick the bar."""
+
+        def done(index: int, outcome: Result[Any] | ArqError) -> None:
+            result = _outcome(self, group[index], outcome, self.metered.take())
+            self.outcomes.append(result)
+            self.bar.tick(result.success, self.label)
+
+        return done
+
+
+def evaluate(
+    schema: Schemas,
+    dataset: Iterable[Mapping[str, Any]],
+    *,
+    backend: Backend,
+    strategies: Sequence[str] = ("arq", "cot", "direct"),
+    repeats: int = 1,
+    scorers: Mapping[str, Scorer] | Sequence[Scorer] = (),
+    concurrency: int = 8,
+    temperature: float | None = 0.7,
+    repair_temperature: float | None = None,
+    seed: int | None = 0,
+    max_repairs: int = 2,
+    max_tokens: int | None = None,
+    progress: bool | TextIO = True,
+) -> EvalReport:
+    """Run every strategy `repeats` times on every item and score the outputs.
+
+    Args:
+        schema: The reasoning schema, or a mapping of names to schemas; then each item
+            names its schema with its `schema` key.
+        dataset: Items `{"id", "context", "expect"}` (see `load_dataset`).
+        backend: The model service. It is not closed.
+        strategies: Any of `STRATEGIES`, run in this order.
+        repeats: k: runs per item and strategy; repeat r samples with seed `seed + r`.
+        scorers: Named `(output, item) -> bool` callables (a list is named by `__name__`).
+        concurrency: Runs at once (`Executor.amap`); 1 suits an embedded model.
+        temperature, repair_temperature, max_tokens: Sampling settings of every call.
+        seed: The base seed; None leaves sampling unseeded.
+        max_repairs: Repairs allowed to `arq` (the unchecked strategies get none).
+        progress: A progress bar on stderr (True), on a given stream, or none (False).
+
+    Raises:
+        DatasetError: an item is malformed or names a schema that was not given.
+        ValueError: an unknown strategy, no scorer, or a bad count.
+    """
+    call = aevaluate(
+        schema,
+        dataset,
+        backend=backend,
+        strategies=strategies,
+        repeats=repeats,
+        scorers=scorers,
+        concurrency=concurrency,
+        temperature=temperature,
+        repair_temperature=repair_temperature,
+        seed=seed,
+        max_repairs=max_repairs,
+        max_tokens=max_tokens,
+        progress=progress,
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(call)
+    with ThreadPoolExecutor(1) as pool:  # a loop runs in this thread (a notebook)
+        return pool.submit(asyncio.run, call).result()
+
+
+async def aevaluate(
+    schema: Schemas,
+    dataset: Iterable[Mapping[str, Any]],
+    *,
+    backend: Backend,
+    strategies: Sequence[str] = ("arq", "cot", "direct"),
+    repeats: int = 1,
+    scorers: Mapping[str, Scorer] | Sequence[Scorer] = (),
+    concurrency: int = 8,
+    temperature: float | None = 0.7,
+    repair_temperature: float | None = None,
+    seed: int | None = 0,
+    max_repairs: int = 2,
+    max_tokens: int | None = None,
+    progress: bool | TextIO = True,
+) -> EvalReport:
+    """`evaluate`, on the running event loop."""
+    schemas = _schemas(schema)
+    items = _items(dataset, schemas)
+    named = _scorers(scorers)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies or len(set(strategies)) != len(strategies):
+        raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {strategies}")
+    if repeats < 1 or concurrency < 1 or max_repairs < 0:
+        raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
+    metered = _Metered(backend)
+    stream = sys.stderr if progress is True else (progress or None)
+    bar = _Progress(len(strategies) * repeats * len(items), stream)
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    outcomes: list[RunOutcome] = []
+    groups = _groups(items, schemas)
+    order = {item["id"]: i for i, item in enumerate(items)}
+    for strategy in strategies:
+        plans = {name: _plan(strategy, s) for name, s in schemas.items()}
+        for repeat in range(repeats):
+            run_seed = None if seed is None else seed + repeat
+            executor = Executor(
+                metered,
+                max_repairs=max_repairs if strategy == "arq" else 0,
+                temperature=temperature,
+                repair_temperature=repair_temperature,
+                max_tokens=max_tokens,
+                seed=run_seed,
+            )
+            label = f"{strategy} r{repeat + 1}/{repeats}"
+            run = _Run(strategy, repeat, run_seed, plans, named, metered, bar, label)
+            for name, group in groups.items():
+                contexts = [item["context"] for item in group]
+                await executor.amap(
+                    plans[name].run,
+                    contexts,
+                    concurrency=concurrency,
+                    on_result=run.on_result(group),
+                )
+            outcomes += sorted(run.outcomes, key=lambda o: order[o.item])
+    settings = {
+        "model": backend.name,
+        "schemas": [s.__name__ for s in schemas.values()],
+        "strategies": list(strategies),
+        "repeats": repeats,
+        "temperature": temperature,
+        "repair_temperature": temperature if repair_temperature is None else repair_temperature,
+        "seed": seed,
+        "seeds": [None if seed is None else seed + r for r in range(repeats)],
+        "max_repairs": max_repairs,
+        "max_tokens": max_tokens,
+        "concurrency": concurrency,
+        "items": len(items),
+        "scorers": list(named),
+        "started": started.isoformat(timespec="seconds"),
+        "elapsed": round(time.monotonic() - clock, 3),
+    }
+    return EvalReport(settings, outcomes)
+
+
+def _schemas(schema: Schemas) -> dict[str, type[Reasoning]]:
+    if isinstance(schema, type) and issubclass(schema, Reasoning):
+        return {"": schema}
+    if isinstance(schema, Mapping) and schema:
+        for name, value in schema.items():
+            if not (isinstance(value, type) and issubclass(value, Reasoning)):
+                raise TypeError(f"schema {name!r} is {value!r}, not an arq.Reasoning subclass")
+        return {str(name): value for name, value in schema.items()}
+    raise TypeError(f"schema must be an arq.Reasoning subclass or a mapping of them: {schema!r}")
+
+
+def _items(
+    dataset: Iterable[Mapping[str, Any]], schemas: Mapping[str, type[Reasoning]]
+) -> list[dict[str, Any]]:
+    items = [parse_item(dict(data), str(i + 1), f"item {i + 1}") for i, data in enumerate(dataset)]
+    if not items:
+        raise DatasetError("the dataset holds no items")
+    check_unique(items, "the dataset")
+    for item in items:
+        name = item.get("schema")
+        if "" in schemas:
+            if name is not None and name != schemas[""].__name__:
+                raise DatasetError(
+                    f"item {item['id']!r} names schema {name!r}, but {schemas[''].__name__} is "
+                    "evaluated: give a mapping of schemas, or drop the item's 'schema' key"
+                )
+        elif name not in schemas:
+            raise DatasetError(
+                f"item {item['id']!r} names schema {name!r}; the schemas given: "
+                f"{', '.join(schemas)}"
+            )
+    return items
+
+
+def _groups(
+    items: Sequence[dict[str, Any]], schemas: Mapping[str, type[Reasoning]]
+) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {name: [] for name in schemas}
+    for item in items:
+        groups["" if "" in schemas else item["schema"]].append(item)
+    return {name: group for name, group in groups.items() if group}
+
+
+def _scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str, Scorer]:
+    if isinstance(scorers, Mapping):
+        named = {str(name): scorer for name, scorer in scorers.items()}
+    else:
+        named = {getattr(s, "__name__", f"scorer{i + 1}"): s for i, s in enumerate(scorers)}
+    if not named:
+        raise ValueError("give at least one scorer: (output, item) -> bool")
+    for name, scorer in named.items():
+        if not callable(scorer):
+            raise TypeError(f"scorer {name!r} is {scorer!r}, not a callable")
+    return named
+
+
+def _outcome(
+    run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: _Tally | None
+) -> RunOutcome:
+    plan = run.plans[item.get("schema", "") if "" not in run.plans else ""]
+    latency = None if tally is None else asyncio.get_running_loop().time() - tally.started
+    common: dict[str, Any] = {
+        "item": item["id"],
+        "schema": plan.schema.__name__,
+        "strategy": run.strategy,
+        "repeat": run.repeat,
+        "seed": run.seed,
+        "latency": latency,
+        "calls": 0 if tally is None else tally.calls,
+        "output_tokens": 0 if tally is None else max(tally.reported, tally.chunks),
+    }
+    trace = outcome.trace if isinstance(outcome, Result | ConvergenceError) else None
+    if isinstance(trace, Trace):
+        usage = trace.usage
+        common |= {
+            "calls": len(trace.attempts),
+            "repairs": trace.repairs,
+            "repaired_steps": tuple(
+                a.request.steps[0] for a in trace.attempts if a.kind == "repair" and a.request.steps
+            ),
+            "prompt_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+            "tokens_estimated": usage.estimated,
+        }
+    if isinstance(outcome, ArqError):
+        failure = outcome.last_error if isinstance(outcome, ConvergenceError) else outcome
+        step = failure.step if isinstance(failure, StepError | OutputParseError) else None
+        return RunOutcome(
+            **common,
+            success=False,
+            error_type=type(outcome).__name__,
+            error=str(outcome),
+            failed_step=step,
+        )
+    output = outcome.output.model_dump(mode="json")
+    failed_step, passed = None, True
+    if not plan.checked:
+        try:
+            validate_output(plan.reference, output, context=item["context"])
+        except StepError as error:
+            failed_step, passed = error.step, False
+        except ArqError:
+            passed = False
+    scores, errors = {}, {}
+    for name, scorer in run.scorers.items():
+        try:
+            scores[name] = bool(scorer(outcome.output, item))
+        except Exception as exc:
+            scores[name], errors[name] = False, f"{type(exc).__name__}: {exc}"
+    return RunOutcome(
+        **common,
+        success=all(scores.values()),
+        output=output,
+        failed_step=failed_step,
+        checks_passed=passed,
+        scores=scores,
+        scorer_errors=errors,
+    )
