@@ -153,8 +153,8 @@ class RunLoop(Generic[SchemaT]):
                     raise watchdog.error(ex.idle_timeout, ex.deadline) from None
                 finally:
                     watchdog.reading = False
-                    watchdog.last = loop.time()
-                for event in reader.take(chunk, loop.time() - started):
+                now = watchdog.last = loop.time()  # one clock read per chunk
+                for event in reader.take(chunk, now - started):
                     yield event
                 if reader.finished:
                     break

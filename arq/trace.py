@@ -17,7 +17,16 @@ from typing import Any, Generic, Literal, TypeVar
 from arq.prompt import Request
 from arq.schema import Reasoning
 
-__all__ = ["Attempt", "AttemptKind", "Result", "StepRecord", "Trace", "Usage", "redact"]
+__all__ = [
+    "Attempt",
+    "AttemptKind",
+    "Result",
+    "StepRecord",
+    "Trace",
+    "Usage",
+    "redact",
+    "redact_all",
+]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
 
@@ -129,7 +138,7 @@ class Attempt:
             "stopped_early": self.stopped_early,
             "elapsed": round(self.elapsed, 6),
         }
-        redacted: dict[str, Any] = _redacted(record)
+        redacted: dict[str, Any] = redact_all(record)
         return redacted
 
 
@@ -180,11 +189,12 @@ class Result(Generic[SchemaT]):
         return self.trace.usage
 
 
-def _redacted(value: Any) -> Any:
+def redact_all(value: Any) -> Any:
+    """JSON-like data with `redact` applied to every string in it."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {k: redact_all(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redacted(v) for v in value]
+        return [redact_all(v) for v in value]
     return value

@@ -24,10 +24,9 @@ import statistics
 import time
 from typing import Annotated, Any
 
-import openai
-
 import arq
 from arq.backends import OpenAIBackend, Settings
+from arq.baselines import whole_object_reask
 from arq.testing import FakeOpenAIServer, ReceivedRequest, Reply
 
 DOCUMENT = (
@@ -88,39 +87,18 @@ async def arq_run(server: FakeOpenAIServer) -> tuple[int, float, int]:
 
 
 async def reask_run(server: FakeOpenAIServer) -> tuple[int, float, int]:
-    """The whole-object re-ask loop, as other libraries run it."""
+    """The whole-object re-ask loop, as other libraries run it (`arq.baselines`)."""
     backend = OpenAIBackend("fake-model", base_url=server.base_url)
-    request = arq.PromptBuilder().build(Diagnosis, CONTEXT)
-    body = backend.payload(request, Settings(max_tokens=400))
-    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
-    messages = list(body["messages"])
-    tokens = calls = 0
     start = time.perf_counter()
     try:
-        for _ in range(3):
-            calls += 1
-            stream = await client.chat.completions.create(**{**body, "messages": messages})
-            parts = []
-            async for event in stream:
-                if event.choices and event.choices[0].delta.content:
-                    parts.append(event.choices[0].delta.content)
-                if event.usage is not None:
-                    tokens += event.usage.completion_tokens
-            text = "".join(parts)
-            try:
-                arq.validate_output(Diagnosis, json.loads(text), context=CONTEXT)
-                break
-            except arq.StepError as error:
-                messages = [
-                    *body["messages"],
-                    {"role": "assistant", "content": text},
-                    {"role": "user", "content": error.feedback + "\nReply with the whole object."},
-                ]
-        else:
-            raise RuntimeError("the re-ask did not converge")
+        result = await whole_object_reask(
+            backend, Diagnosis, CONTEXT, max_reasks=2, settings=Settings(max_tokens=400)
+        )
     finally:
-        await client.close()
-    return tokens, time.perf_counter() - start, calls
+        await backend.aclose()
+    if not result.accepted:
+        raise RuntimeError("the re-ask did not converge")
+    return result.completion_tokens, time.perf_counter() - start, result.calls
 
 
 def main() -> None:

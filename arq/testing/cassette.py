@@ -26,7 +26,7 @@ from typing import Any
 from arq.backends.base import Backend, Capabilities, Chunk, Settings, TokenCounts
 from arq.errors import BackendError
 from arq.prompt import Request
-from arq.trace import redact
+from arq.trace import redact_all
 
 __all__ = ["CassetteMismatch", "RecordingBackend", "ReplayBackend"]
 
@@ -50,16 +50,6 @@ def _chunk_record(chunk: Chunk) -> dict[str, Any]:
     if chunk.refusal is not None:
         record["refusal"] = chunk.refusal
     return record
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    return value
 
 
 class RecordingBackend:
@@ -114,7 +104,7 @@ class RecordingBackend:
             "backend": {"name": self.name, "capabilities": asdict(self.capabilities)},
             "exchanges": self.exchanges,
         }
-        text = json.dumps(_redacted(cassette), indent=1, ensure_ascii=False)
+        text = json.dumps(redact_all(cassette), indent=1, ensure_ascii=False)
         self.path.write_text(text + "\n", encoding="utf-8")
 
 
@@ -160,7 +150,7 @@ class ReplayBackend:
             )
         exchange = self.exchanges[self.replayed]
         self.replayed += 1
-        sent = json.loads(json.dumps(_redacted(_request_record(request, settings))))
+        sent = json.loads(json.dumps(redact_all(_request_record(request, settings))))
         if sent != exchange["request"]:
             raise CassetteMismatch(
                 f"call {number} differs from its recording in {self.path}"
