@@ -27,6 +27,7 @@ from arq.errors import (
     RefusalError,
     StepError,
     TruncatedOutputError,
+    value_key,
 )
 from arq.events import Done, Event, RepairStarted, Retrying, StepAccepted, StepFailed
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser
@@ -64,6 +65,7 @@ class RunLoop(Generic[SchemaT]):
         self.order = [s.name for s in steps(schema)]
         self.deadline: float | None = None
         self.pending: list[Event] = []
+        self.rejected: dict[str, list[str]] = {}  # JSON of values each step had rejected
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Run to a valid output, yielding events as they happen."""
@@ -89,6 +91,7 @@ class RunLoop(Generic[SchemaT]):
                     raise self._not_converging(
                         error, f"step {step!r} failed twice the same way: {error}"
                     ) from error
+                self._remember_rejected(error)
                 if repairs >= ex.max_repairs:
                     raise self._not_converging(
                         error, f"{repairs} repairs did not lead to a valid output; last: {error}"
@@ -102,10 +105,26 @@ class RunLoop(Generic[SchemaT]):
             yield Done(Result(output, self.trace))
             return
 
+    def _remember_rejected(self, error: StepError | OutputParseError) -> None:
+        """Keep a value its own step's checks refused: it would be refused again. (A
+        cross-step check may pass the same value once the steps it reads are redone.)"""
+        if not isinstance(error, StepError) or error.check is not None:
+            return
+        key = value_key(error.value)
+        if key is not None and key not in self.rejected.setdefault(error.step, []):
+            self.rejected[error.step].append(key)
+
     def _next_request(self, base: Request, failure: OutputError | None) -> Request:
         prefill = self.executor.backend.capabilities.prefill
         builder: PromptBuilder = self.executor.builder
-        return builder.repair(base, accepted=self.checker.raw, failure=failure, prefill=prefill)
+        first = next(n for n in base.steps if n not in self.checker.raw)
+        return builder.repair(
+            base,
+            accepted=self.checker.raw,
+            failure=failure,
+            prefill=prefill,
+            rejected=self.rejected.get(first, ()),
+        )
 
     async def _call_with_retries(
         self, base: Request, request: Request, kind: AttemptKind
@@ -376,7 +395,8 @@ class _Watchdog:
 
 
 def _signature(error: StepError | OutputParseError, step: str) -> Signature:
-    """Identity of a failure whatever its wording: step, error types and locations."""
+    """Identity of a failure whatever its wording: step, error types and locations, and
+    the rejected value (a new value failing the same check is progress, not a repeat)."""
     if isinstance(error, StepError):
         return error.signature()
     return (step, error.problem)

@@ -21,14 +21,16 @@ attributes so callers never parse messages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "ArqError",
     "BackendError",
     "ConvergenceError",
     "DeadlineExceededError",
+    "NO_VALUE",
     "RefusalError",
     "OutputError",
     "OutputParseError",
@@ -37,7 +39,24 @@ __all__ = [
     "StepError",
     "TemplateError",
     "TruncatedOutputError",
+    "value_key",
 ]
+
+
+class _NoValue:
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE: Final[Any] = _NoValue()
+"""`StepError.value` when the failing step has no value (missing, or cut at its budget)."""
+
+
+def value_key(value: Any) -> str | None:
+    """A value as JSON (a scalar the way a model writes it); None for `NO_VALUE`."""
+    if value is NO_VALUE:
+        return None
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 class ArqError(Exception):
@@ -115,6 +134,8 @@ class StepError(OutputError):
     `step` is the step to repair, `errors` are Pydantic-style error dicts (`type`, `loc`,
     `msg`), `feedback` is a short text written for the model, naming the step's question
     and instruction, and `check` names the cross-step check that failed, if one did.
+    `value` is the rejected value of `step` as the model wrote it (`NO_VALUE` when there
+    is none: the step is missing, or was cut at its token budget).
     """
 
     def __init__(
@@ -125,18 +146,20 @@ class StepError(OutputError):
         errors: Sequence[dict[str, Any]],
         feedback: str,
         check: str | None = None,
+        value: Any = NO_VALUE,
     ):
         super().__init__(message)
         self.step = step
         self.errors = list(errors)
         self.feedback = feedback
         self.check = check
+        self.value = value
 
-    def signature(self) -> tuple[str, tuple[tuple[str, tuple[str | int, ...]], ...]]:
-        """Identity of the failure, whatever the wording: step, error types and locations."""
-        return self.step, tuple(
-            (str(e.get("type", "")), tuple(e.get("loc", ()))) for e in self.errors
-        )
+    def signature(self) -> tuple[Any, ...]:
+        """Identity of the failure, whatever the wording: step, error types and locations,
+        and the rejected value (as canonical JSON; None when there is no value)."""
+        kinds = tuple((str(e.get("type", "")), tuple(e.get("loc", ()))) for e in self.errors)
+        return self.step, kinds, value_key(self.value)
 
 
 class BackendError(ArqError):

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
 
 from arq.checks import CrossCheck
-from arq.errors import SchemaError, StepError
+from arq.errors import NO_VALUE, SchemaError, StepError
 from arq.schema import Reasoning, Step, _cached, cross_checks, steps
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -147,7 +147,9 @@ def feedback(step: Step, errors: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _step_error(step: Step, errors: list[dict[str, Any]], check: str | None = None) -> StepError:
+def _step_error(
+    step: Step, errors: list[dict[str, Any]], check: str | None = None, value: Any = NO_VALUE
+) -> StepError:
     summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors)
     origin = f"check {check!r} on " if check else ""
     return StepError(
@@ -156,6 +158,7 @@ def _step_error(step: Step, errors: list[dict[str, Any]], check: str | None = No
         errors=errors,
         feedback=feedback(step, errors),
         check=check,
+        value=value,
     )
 
 
@@ -195,7 +198,7 @@ class StepChecker(Generic[SchemaT]):
             validator = self._validators.get(name, self.accepted)
             fields = validator.validate_python(data, context=self.context)[0]
         except ValidationError as exc:
-            raise _step_error(step, _error_dicts(exc)) from None
+            raise _step_error(step, _error_dicts(exc), value=value) from None
         self.accepted[name] = fields[name]
         self.raw[name] = value
         try:
@@ -215,7 +218,8 @@ class StepChecker(Generic[SchemaT]):
             target = check.repair or max(check.steps, key=self._order.__getitem__)
             message = str(exc) or f"check {check.name} failed"
             error = {"type": "check_failed", "loc": (target,), "msg": message, "input": None}
-            raise _step_error(self._steps[target], [error], check=check.name) from None
+            value = self.raw.get(target, NO_VALUE)
+            raise _step_error(self._steps[target], [error], check.name, value) from None
 
     def rollback(self, name: str) -> None:
         """Forget step `name` and every later step (a repair redoes them)."""
@@ -246,7 +250,7 @@ class StepChecker(Generic[SchemaT]):
             last = next(reversed(self._steps))
             located = [e for e in errors if e["loc"] and e["loc"][0] in self._steps]
             step = self._steps[located[0]["loc"][0]] if located else self._steps[last]
-            raise _step_error(step, errors) from None
+            raise _step_error(step, errors, value=self.raw.get(step.name, NO_VALUE)) from None
 
 
 def budget_error(step: Step, limit: int) -> StepError:

@@ -31,14 +31,16 @@ import asyncio
 import contextlib
 import json
 import math
+import multiprocessing
 import re
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from convergence_tasks import KINDS, NS, Task, make_tasks
+from convergence_tasks import KINDS, NS, Task, make_task
 
 import arq
 from arq.backends import LlamaCppBackend, Settings
@@ -49,7 +51,7 @@ from arq.trace import Trace
 
 QUICK_NS = (2, 8, 32)
 QUICK_TASKS = {2: 4, 8: 3, 32: 1}  # about 7 minutes on 2 shared cores
-FULL_TASKS = {2: 30, 4: 30, 8: 20, 16: 10, 32: 8}  # about 40 minutes on 2 quiet cores
+FULL_TASKS = dict.fromkeys(NS, 30)
 MARKERS = ("<!-- convergence-table:start -->", "<!-- convergence-table:end -->")
 
 Record = dict[str, Any]
@@ -143,38 +145,66 @@ def task_outcomes(task: Record) -> dict[str, Record]:
     return found
 
 
-async def run_all(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
+async def run_task(backend: LlamaCppBackend, args: argparse.Namespace, n: int, seed: int) -> Record:
+    """One task, all three ways, with the larger budget (the smaller one is its prefix)."""
+    task = make_task(n, seed)
+    extra = max(budgets(n).values())
     settings = Settings(max_tokens=args.max_tokens, temperature=0.0, seed=args.seed)
+    executor = arq.Executor(
+        backend,
+        max_repairs=extra,
+        temperature=0.0,
+        repair_temperature=args.repair_temperature,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        idle_timeout=None,  # a local model queues calls: silence is not a failure
+    )
+    record: Record = {"n": n, "seed": task.seed, "kinds": task.kinds, "truth": task.truth}
+    _forget_prompt(backend)
+    record["reask"] = await run_reask(backend, task, extra, settings, args.repair_temperature)
+    _forget_prompt(backend)
+    record["arq"] = await run_arq(executor, task)
+    return record
+
+
+# Each worker process holds one model and one event loop for all the tasks it is given.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(options: Record) -> None:
+    args = argparse.Namespace(**options)
     backend = LlamaCppBackend(n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
+    task = make_task(2, 0)
+    backend.prompt_tokens(arq.PromptBuilder().build(task.schema, task.context))  # load it now
+    _WORKER.update(args=args, loop=asyncio.new_event_loop(), backend=backend)
+
+
+def _task_in_worker(n: int, seed: int) -> Record:
+    loop: asyncio.AbstractEventLoop = _WORKER["loop"]
+    return loop.run_until_complete(run_task(_WORKER["backend"], _WORKER["args"], n, seed))
+
+
+def run_all(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
+    """Every task, spread over `args.jobs` processes (one model each, largest N first)."""
     data: Record = {"settings": _settings(args, tasks_per_n), "tasks": []}
     started = time.perf_counter()
-    try:
-        for n, count in tasks_per_n.items():
-            extra = max(budgets(n).values())
-            executor = arq.Executor(
-                backend,
-                max_repairs=extra,
-                temperature=0.0,
-                repair_temperature=args.repair_temperature,
-                max_tokens=args.max_tokens,
-                seed=args.seed,
-                idle_timeout=None,  # a local model queues calls: silence is not a failure
-            )
-            tally = {"single": 0, "reask": 0, "arq": 0}
-            for i, task in enumerate(make_tasks(n, count), 1):
-                record: Record = {"n": n, "seed": task.seed, "kinds": task.kinds}
-                record["truth"] = task.truth
-                _forget_prompt(backend)
-                reask = run_reask(backend, task, extra, settings, args.repair_temperature)
-                record["reask"] = await reask
-                _forget_prompt(backend)
-                record["arq"] = await run_arq(executor, task)
-                data["tasks"].append(record)
-                _progress(record, i, count, tally, time.perf_counter() - started)
+    tallies = {n: {"single": 0, "reask": 0, "arq": 0, "done": 0} for n in tasks_per_n}
+    work = [(n, seed) for n in sorted(tasks_per_n, reverse=True) for seed in range(tasks_per_n[n])]
+    with ProcessPoolExecutor(
+        args.jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(vars(args),),
+    ) as pool:
+        for future in as_completed([pool.submit(_task_in_worker, n, seed) for n, seed in work]):
+            record = future.result()
+            data["tasks"].append(record)
+            tally = tallies[record["n"]]
+            tally["done"] += 1
+            _progress(record, tally, tasks_per_n[record["n"]], time.perf_counter() - started)
             data["elapsed"] = time.perf_counter() - started
-            _write_json(args.out, data)  # after each N: a partial result survives a stop
-    finally:
-        await backend.aclose()
+            _write_json(args.out, data)  # after each task: a partial result survives a stop
+    data["tasks"].sort(key=lambda task: (task["n"], task["seed"]))
     data["elapsed"] = time.perf_counter() - started
     return data
 
@@ -189,8 +219,8 @@ def _forget_prompt(backend: LlamaCppBackend) -> None:
         llm.reset()
 
 
-def _progress(record: Record, i: int, count: int, tally: dict[str, int], clock: float) -> None:
-    n, found = record["n"], task_outcomes(record)
+def _progress(record: Record, tally: dict[str, int], count: int, clock: float) -> None:
+    n, found, i = record["n"], task_outcomes(record), tally["done"]
     first = record["reask"]["calls"][0]["steps"]
     big = f"R={max(budgets(n).values())}"
     tally["single"] += found["single"]["accepted"]
@@ -228,6 +258,7 @@ def _settings(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
         "max_tokens": args.max_tokens,
         "n_ctx": args.n_ctx,
         "threads": args.threads,
+        "jobs": args.jobs,
     }
 
 
@@ -571,7 +602,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=800)
     parser.add_argument("--n-ctx", type=int, default=8192)
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="processes running tasks at once, one model each"
+    )
     args = parser.parse_args(argv)
     if not args.no_plot:
         _pyplot()  # fail now, not after the run
@@ -587,7 +621,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ns = list(counts) if not args.ns else ns
     tasks_per_n = {n: args.tasks or counts.get(n, 10) for n in ns}
     print(f"tasks per N: {tasks_per_n}; budgets R = 2 and ceil(N/4)", flush=True)
-    data = asyncio.run(run_all(args, tasks_per_n))
+    if args.jobs < 1 or args.threads < 1:
+        raise SystemExit("--jobs and --threads must be at least 1")
+    data = run_all(args, tasks_per_n)
     report(data, args)
     print(f"total time: {data['elapsed'] / 60:.1f} min")
 

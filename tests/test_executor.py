@@ -220,7 +220,7 @@ def suffix_before(step: str) -> dict[str, Any]:
 def test_the_same_failure_twice_stops_early(server: FakeOpenAIServer) -> None:
     server.script(
         Reply(text({**GOOD, "order_id": "R-0000"})),
-        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-1111"}))),
+        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-0000"}))),
     )
     with pytest.raises(ConvergenceError, match="twice the same way") as caught:
         executor(server, max_repairs=5).run(Ticket, CONTEXT)
@@ -230,6 +230,35 @@ def test_the_same_failure_twice_stops_early(server: FakeOpenAIServer) -> None:
     assert len(error.trace.attempts) == 2
     assert isinstance(error.last_error, arq.StepError)
     assert error.last_error.step == "order_id"
+
+
+def test_a_new_value_failing_the_same_check_is_not_a_repeat(server: FakeOpenAIServer) -> None:
+    server.script(
+        Reply(text({**GOOD, "order_id": "R-0000"})),
+        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-1111"}))),
+        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-0000"}))),
+        Reply(text(suffix("order_id"))),
+    )
+    result = executor(server, max_repairs=5).run(Ticket, CONTEXT)
+    assert result.output == EXPECTED
+    assert len(server.requests) == 4  # a value seen before but not just before: no repeat
+    # each repair lists the values its step already had rejected, for a backend to avoid
+    rejected = [a.request.rejected for a in result.trace.attempts]
+    assert rejected == [(), ('"R-0000"',), ('"R-0000"', '"R-1111"'), ('"R-0000"', '"R-1111"')]
+    assert result.trace.attempts[1].request.to_dict()["rejected"] == ['"R-0000"']
+
+
+def test_values_refused_by_a_cross_step_check_are_not_listed_as_rejected(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(
+        Reply(text({**GOOD, "severity": 5, "team": "billing"})),
+        Reply(text(suffix("team"))),
+    )
+    result = executor(server).run(Ticket, CONTEXT)
+    repair = result.trace.attempts[1].request
+    assert repair.steps[0] == "team"
+    assert repair.rejected == ()  # the same team may pass once the steps it reads change
 
 
 def test_running_out_of_repairs_raises_with_the_trace(server: FakeOpenAIServer) -> None:

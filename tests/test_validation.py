@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from arq.checks import ContextError, check, covers, one_of, verbatim_in
-from arq.errors import SchemaError, StepError
+from arq.errors import NO_VALUE, SchemaError, StepError
 from arq.schema import Reasoning, answer, query
 from arq.validation import StepChecker, feedback, validate_output
 from tests.schemas import SupportReply
@@ -181,16 +181,21 @@ def test_cross_step_check_can_name_the_step_to_repair_and_read_context() -> None
     assert "What is the plan?" in caught.value.feedback
 
 
-def test_same_failure_has_same_signature_whatever_the_wording() -> None:
-    first = second = None
-    for text in ("A-0001", "A-0002"):
+def test_signature_is_the_step_error_kinds_and_value_not_the_wording() -> None:
+    def failure(value: str) -> StepError:
         with pytest.raises(StepError) as caught:
-            StepChecker(SupportReply, context=CONTEXT).accept("order_id", text)
-        first, second = second, caught.value
-    assert first is not None
-    assert second is not None
-    assert str(first) != str(second)
-    assert first.signature() == second.signature()
+            StepChecker(SupportReply, context=CONTEXT).accept("order_id", value)
+        return caught.value
+
+    first, again, other = failure("A-0001"), failure("A-0001"), failure("A-0002")
+    assert first.value == "A-0001"
+    assert first.signature() == again.signature()
+    assert str(first) != str(other)
+    assert first.signature() != other.signature()  # a new value is progress, not a repeat
+    reworded = StepError("reworded", step="order_id", errors=first.errors, feedback="")
+    reworded.value = "A-0001"
+    assert reworded.signature() == first.signature()
+    assert StepError("x", step="s", errors=[], feedback="").value is NO_VALUE
 
 
 def test_validate_output_checks_a_recorded_output() -> None:

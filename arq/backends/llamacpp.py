@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.exclusion import Exclusion, TokenTable
 from arq.errors import ArqError, BackendError
 from arq.prompt import Request
 
@@ -243,6 +244,7 @@ class LlamaCppBackend:
         self._formatter: Any = None
         self._bos_text = ""
         self._grammars: dict[str, Any] = {}
+        self._tokens: TokenTable | None = None  # built on the first exclusion
         self._closed = False
         self._generated = 0
 
@@ -372,6 +374,15 @@ class LlamaCppBackend:
             tokens += llm.tokenize(request.prefill.encode(), add_bos=False, special=False)
         return tokens
 
+    def _exclusion(self, request: Request, prompt: Sequence[int]) -> list[Exclusion] | None:
+        """Keeps the first value off `request.rejected` (a repair of a refused value)."""
+        if not request.rejected:
+            return None
+        if self._tokens is None:
+            llm = self._llm
+            self._tokens = TokenTable([bytes(llm.detokenize([t])) for t in range(llm.n_vocab())])
+        return [Exclusion(self._tokens, request.rejected, start=len(prompt))]
+
     def _grammar(self, request: Request) -> Any:
         keys = request.steps or tuple(request.output_schema.get("properties", {}))
         continuation = bool(request.prefill)
@@ -415,7 +426,12 @@ class LlamaCppBackend:
             vocab = self._lib.llama_model_get_vocab(llm.model)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # split characters
             finish, count = "length", 0
-            generator = llm.generate(tokens, temp=temp, grammar=grammar)
+            generator = llm.generate(
+                tokens,
+                temp=temp,
+                grammar=grammar,
+                logits_processor=self._exclusion(request, tokens),
+            )
             try:
                 for token in generator:
                     if stop.is_set() or self._closed:

@@ -54,6 +54,9 @@ class Request:
         prefill: JSON text the answer continues (a repair on a backend that accepts an
             assistant prefix): the steps kept so far, ready for the next key. Empty when
             the answer starts a new object.
+        rejected: JSON texts of values the first step asked for already had rejected in
+            this run. A backend that steers decoding (`LlamaCppBackend`) keeps the new
+            value off them; others rely on the repair turn.
         metadata: Names of the schema, steps and rendered sections; the repair, if any.
     """
 
@@ -62,6 +65,7 @@ class Request:
     output_schema: dict[str, Any]
     steps: tuple[str, ...] = ()
     prefill: str = ""
+    rejected: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +78,8 @@ class Request:
         }
         if self.prefill:
             snapshot["prefill"] = self.prefill
+        if self.rejected:
+            snapshot["rejected"] = list(self.rejected)
         return snapshot
 
 
@@ -238,6 +244,7 @@ class PromptBuilder:
         accepted: Mapping[str, Any],
         failure: OutputError | None,
         prefill: bool = False,
+        rejected: Sequence[str] = (),
     ) -> Request:
         """The request that redoes `request` from its first step not in `accepted`.
 
@@ -247,7 +254,8 @@ class PromptBuilder:
         continues the accepted JSON text. The repair turn re-states the failing step's
         question and instruction and names the error; `failure` None means the earlier
         stream broke off without an error in the answer. Built from `request` alone, so
-        it does not grow with attempts: only the latest failure is shown.
+        it does not grow with attempts: only the latest failure is shown. `rejected` are
+        the JSON texts of values the first redone step already had rejected.
         """
         names = [s for s in request.steps if s not in accepted]
         if not names:
@@ -284,6 +292,7 @@ class PromptBuilder:
             output_schema=json_schema(request.schema, "json-schema", steps=names),
             steps=tuple(names),
             prefill=text,
+            rejected=tuple(rejected),
             metadata={
                 **request.metadata,
                 "repair": {"step": info.name, "kept": list(kept), "prefill": prefill},
