@@ -135,7 +135,8 @@ class StepError(OutputError):
     `msg`), `feedback` is a short text written for the model, naming the step's question
     and instruction, and `check` names the cross-step check that failed, if one did.
     `value` is the rejected value of `step` as the model wrote it (`NO_VALUE` when there
-    is none: the step is missing, or was cut at its token budget).
+    is none: the step is missing or was cut at its token budget, or a model-level
+    validator, which reads the whole object, failed).
     """
 
     def __init__(
@@ -200,9 +201,10 @@ class RefusalError(OutputError):
 class ConvergenceError(OutputError):
     """Repairs did not lead to a valid output.
 
-    Raised when the same failure comes back on the same step, or when the repair budget
-    runs out. `last_error` is the final failure, `accepted` the steps that passed (never a
-    whole object that failed), and `trace` every attempt.
+    Raised when a repair writes the value its step just had rejected and it fails the same
+    way again, or when the repair budget runs out. `last_error` is the final failure,
+    `accepted` the steps that passed (never a whole object that failed), and `trace` every
+    attempt.
     """
 
     def __init__(

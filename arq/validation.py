@@ -250,7 +250,9 @@ class StepChecker(Generic[SchemaT]):
             last = next(reversed(self._steps))
             located = [e for e in errors if e["loc"] and e["loc"][0] in self._steps]
             step = self._steps[located[0]["loc"][0]] if located else self._steps[last]
-            raise _step_error(step, errors, value=self.raw.get(step.name, NO_VALUE)) from None
+            # no value: a model validator reads the whole object, so the named step's
+            # value is not refused on its own (it may pass once later steps change)
+            raise _step_error(step, errors) from None
 
 
 def budget_error(step: Step, limit: int) -> StepError:

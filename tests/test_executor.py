@@ -347,6 +347,7 @@ def test_a_model_validator_failing_at_the_end_is_repaired(server: FakeOpenAIServ
     result = executor(server).run(Ordered, {})
     assert (result.output.low, result.output.high) == (5, 9)
     assert list(schema_of(server.requests[1])["properties"]) == ["high"]
+    assert result.trace.attempts[1].request.rejected == ()  # high=1 may pass with another low
 
 
 def test_keys_out_of_order_are_repaired_from_the_first_missing_step(

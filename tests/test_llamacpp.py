@@ -362,3 +362,15 @@ def test_a_patterned_step_is_sampled_within_its_pattern(backend: LlamaCppBackend
     chunks = asyncio.run(collect(backend, build(Patterned), GREEDY))
     value = json.loads(text_of(chunks))["order_id"]
     assert re.fullmatch(r"[A-Z]-\d{4}", value)
+
+
+def test_n_threads_also_bounds_prompt_evaluation(backend: LlamaCppBackend) -> None:
+    # llama.cpp evaluates prompts on every core unless told otherwise; two one-thread
+    # backends side by side then busy-wait over each other (prompt evaluation ran 2x slower)
+    one = LlamaCppBackend(backend.model_path, n_threads=1)
+    try:
+        assert one.prompt_tokens(build())  # loads the model
+        assert one._llm.context_params.n_threads == 1
+        assert one._llm.context_params.n_threads_batch == 1
+    finally:
+        asyncio.run(one.aclose())

