@@ -51,7 +51,14 @@ def test_at_the_value_start_the_path_is_lowered_and_completions_pushed_down() ->
 
 def test_mid_value_the_rest_of_the_rejected_text_is_steered_off() -> None:
     found = scores_after(exclusion('"R-7731"'), b'":', b" ", b'"', b"R", b"-", b"77")
-    assert found == {b"3": -2.0, b"31": -2.0, b'31"': -COMPLETION_PENALTY}
+    # "31" would complete the content, and '31"' the string: both are kept off, so neither
+    # "R-7731" nor a longer string starting with it ("R-77310") can be written
+    assert found == {b"3": -2.0, b"31": -COMPLETION_PENALTY, b'31"': -COMPLETION_PENALTY}
+
+
+def test_a_prefix_shared_by_several_rejected_values_is_lowered_once() -> None:
+    found = scores_after(exclusion('"R-7731"', '"R-7790"'), b'":', b" ", b'"', b"R", b"-")
+    assert found == {b"7": -2.0, b"77": -2.0}  # not -4: a shared prefix is likely right
 
 
 def test_once_the_value_leaves_every_rejected_path_nothing_more_changes() -> None:
@@ -72,9 +79,9 @@ def test_every_rejected_value_is_kept_off_and_split_characters_are_compared_as_b
     found = scores_after(exclusion('"R-7731"', '"\u00e9"'), b'":', b" ", b'"')
     assert found[b"R"] == -2.0
     assert found[b"\xc3"] == -2.0  # the first byte of an e-acute split across two tokens
-    assert found[b"\xc3\xa9"] == -2.0
+    assert found[b"\xc3\xa9"] == -COMPLETION_PENALTY
     found = scores_after(exclusion('"\u00e9"'), b'":', b" ", b'"', b"\xc3")
-    assert found == {b"\xa9": -2.0}  # the next token would need to be '\xa9"' to complete
+    assert found == {b"\xa9": -COMPLETION_PENALTY}  # the second byte would complete it
 
 
 def test_no_rejected_values_means_no_work() -> None:

@@ -4,13 +4,14 @@ A repair redoes its first step, and `Request.rejected` lists the JSON texts of t
 values refused earlier in the run. A small model decoding greedily, or even at a moderate
 temperature, tends to write the refused value again; a backend that sees the logits can
 steer it off. While the answer's first value is still on a rejected text's path,
-`Exclusion` lowers the logit of each token that continues that path by `path_penalty`,
-so the value leaves the path where the model was least sure of it, and pushes the token
-that would complete the text far down (`COMPLETION_PENALTY`). Both are finite: when the
-grammar leaves no other token (a fixed-length pattern whose last character is forced),
-the value is written again and the executor's same-failure rule ends the run, rather
-than the sampler having nothing to pick. Texts are compared as bytes, so a character
-split across tokens is handled.
+`Exclusion` lowers each token that continues the path by `path_penalty` (once, however
+many rejected texts share it), so the value tends to leave the path where the model was
+least sure of it. A token that would complete a rejected text is pushed far down
+(`COMPLETION_PENALTY`); for a string that means completing its content, so a longer
+string starting with it ("Smith" -> "Smithson") is kept off too. Both are finite: when
+the grammar leaves no other token, the value is written again and the executor's
+same-failure rule ends the run, rather than the sampler having nothing to pick. Texts
+are compared as bytes, so a character split across tokens is handled.
 
 Numbers have no closing delimiter in their own text, so for them the completion mask is
 a little wider than exact: after "9", a rejected 90 also pushes down 900-909.
@@ -73,7 +74,7 @@ class Exclusion:
     ) -> None:
         self.table = table
         self.path_penalty = path_penalty
-        self.rejected = [text.encode() for text in rejected]
+        self.rejected = [_unclosed(text.encode()) for text in rejected]
         self.start = start
         self._text = bytearray()
         self._seen = start
@@ -88,18 +89,30 @@ class Exclusion:
         colon = self._text.find(b":")
         if colon < 0:
             return scores  # still writing the key
-        raw = bytes(self._text[colon + 1 :])
-        value = raw.lstrip(_WHITESPACE)
+        value = bytes(self._text[colon + 1 :]).lstrip(_WHITESPACE)
         live = [text for text in self.rejected if text.startswith(value)]
         if not live:
             self.done = True  # the value has diverged from every rejected text
             return scores
+        on_path: set[int] = set()
+        completing: set[int] = set()
         for text in live:
             rest = text[len(value) :]
-            completing = self.table.starting_with(rest)
+            on_path.update(self.table.prefixes_of(rest))
+            completing.update(self.table.starting_with(rest) if rest else range(len(scores)))
             if not value:  # a token may carry the space before the value
                 for space in (b" ", b"\n"):
-                    completing += self.table.starting_with(space + rest)
-            scores[self.table.prefixes_of(rest)] -= self.path_penalty
-            scores[completing] -= COMPLETION_PENALTY
+                    completing.update(self.table.starting_with(space + rest))
+        # each token lowered once, however many rejected texts share it: a prefix they all
+        # share ("20" of a year) is likely right, and stacked penalties would push it away
+        scores[list(on_path - completing)] -= self.path_penalty
+        scores[list(completing)] -= COMPLETION_PENALTY
         return scores
+
+
+def _unclosed(text: bytes) -> bytes:
+    """A rejected string without its closing quote: its content may not be completed, so
+    neither the value nor a longer one starting with it ("Smith" -> "Smithson") is written."""
+    if len(text) >= 2 and text.startswith(b'"') and text.endswith(b'"'):
+        return text[:-1]
+    return text
