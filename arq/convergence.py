@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from arq.backends.base import Chunk, Settings
 from arq.errors import (
+    NO_VALUE,
     BackendError,
     ConvergenceError,
     DeadlineExceededError,
@@ -32,7 +33,7 @@ from arq.errors import (
 from arq.events import Done, Event, RepairStarted, Retrying, StepAccepted, StepFailed
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser
 from arq.prompt import PromptBuilder, Request
-from arq.schema import Reasoning, steps
+from arq.schema import Reasoning, cross_checks, steps
 from arq.trace import Attempt, AttemptKind, Result, StepRecord, Trace, Usage
 from arq.validation import StepChecker, budget_error
 
@@ -66,6 +67,8 @@ class RunLoop(Generic[SchemaT]):
         self.deadline: float | None = None
         self.pending: list[Event] = []
         self.rejected: dict[str, list[str]] = {}  # JSON of values each step had rejected
+        self.failed_text: tuple[str, str] | None = None  # the failing step's text, as written
+        self.seen: set[Signature] = set()  # failures so far: one coming back stops the run
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Run to a valid output, yielding events as they happen."""
@@ -76,7 +79,6 @@ class RunLoop(Generic[SchemaT]):
         base = ex.builder.build(self.schema, self.context, examples=self.examples)
         request: Request = base
         kind: AttemptKind = "first"
-        previous: Signature | None = None
         repairs = 0
         while True:
             try:
@@ -87,7 +89,7 @@ class RunLoop(Generic[SchemaT]):
                 step = self._failing_step(error)
                 yield StepFailed(step, error, len(self.trace.attempts))
                 signature = _signature(error, step)
-                if signature == previous:
+                if signature in self.seen:  # the model came back to a failure: it is stuck
                     raise self._not_converging(
                         error, f"step {step!r} failed twice the same way: {error}"
                     ) from error
@@ -96,7 +98,9 @@ class RunLoop(Generic[SchemaT]):
                     raise self._not_converging(
                         error, f"{repairs} repairs did not lead to a valid output; last: {error}"
                     ) from error
-                previous, repairs = signature, repairs + 1
+                self.seen.add(signature)
+                repairs += 1
+                self._forget_after(step)
                 self.checker.rollback(step)
                 request = self._next_request(base, error)
                 kind = "repair"
@@ -106,18 +110,33 @@ class RunLoop(Generic[SchemaT]):
             return
 
     def _remember_rejected(self, error: StepError | OutputParseError) -> None:
-        """Keep a value its own step's checks refused: it would be refused again. (A
-        cross-step check may pass the same value once the steps it reads are redone.)"""
-        if not isinstance(error, StepError) or error.check is not None:
+        """Keep a value refused on its own account: by its step's checks, or by a cross-step
+        check whose other steps come before it (they are kept, so it would fail again)."""
+        text, self.failed_text = self.failed_text, None
+        if not isinstance(error, StepError) or error.value is NO_VALUE:
             return
-        key = value_key(error.value)
-        if key is not None and key not in self.rejected.setdefault(error.step, []):
-            self.rejected[error.step].append(key)
+        if error.check is not None:
+            check = next((c for c in cross_checks(self.schema) if c.name == error.check), None)
+            if check is None or max(check.steps, key=self.order.index) != error.step:
+                return  # later steps it reads are redone too: the value may pass then
+        if text is None or text[0] != error.step:
+            text = (error.step, value_key(error.value) or "")
+        rejected = self.rejected.setdefault(error.step, [])
+        if text[1] not in rejected:
+            rejected.append(text[1])
+
+    def _forget_after(self, step: str) -> None:
+        """Steps after `step` are redone: their earlier failures may not recur, and what
+        they had rejected may pass now (a check can read earlier steps)."""
+        later = set(self.order[self.order.index(step) + 1 :])
+        for name in later:
+            self.rejected.pop(name, None)
+        self.seen = {signature for signature in self.seen if signature[0] not in later}
 
     def _next_request(self, base: Request, failure: OutputError | None) -> Request:
         prefill = self.executor.backend.capabilities.prefill
         builder: PromptBuilder = self.executor.builder
-        first = next(n for n in base.steps if n not in self.checker.raw)
+        first = next((n for n in base.steps if n not in self.checker.raw), "")
         return builder.repair(
             base,
             accepted=self.checker.raw,
@@ -138,6 +157,8 @@ class RunLoop(Generic[SchemaT]):
                 self.pending.clear()
                 if not first:
                     kind = "retry"
+                    if all(name in self.checker.raw for name in base.steps):
+                        return  # every step came before the drop: nothing left to ask for
                     if any(name in self.checker.raw for name in request.steps):
                         request = self._next_request(base, None)  # resume after kept steps
                 first = False
@@ -270,13 +291,15 @@ class _Reader:
                 self.done = True
             elif isinstance(item, StepCompleted) and item.step not in self.seen:
                 self.seen.add(item.step)
-                events.append(self._check(item.step, item.value, elapsed))
+                events.append(self._check(item, elapsed))
         return events
 
-    def _check(self, name: str, value: Any, elapsed: float) -> Event:
+    def _check(self, item: StepCompleted, elapsed: float) -> Event:
+        name, value = item.step, item.value
         try:
             accepted = self.run.checker.accept(name, value)
         except StepError as error:
+            self.run.failed_text = (name, item.raw.strip()) if item.raw.strip() else None
             self.attempt.steps.append(StepRecord(name, value, elapsed, str(error)))
             self.attempt.stopped_early = not self.done
             raise

@@ -201,10 +201,10 @@ class RefusalError(OutputError):
 class ConvergenceError(OutputError):
     """Repairs did not lead to a valid output.
 
-    Raised when a repair writes the value its step just had rejected and it fails the same
-    way again, or when the repair budget runs out. `last_error` is the final failure,
-    `accepted` the steps that passed (never a whole object that failed), and `trace` every
-    attempt.
+    Raised when the model comes back to a failure it already had in the run (the same
+    step, error types and value), or when the repair budget runs out. `last_error` is the
+    final failure, `accepted` the steps that passed (never a whole object that failed), and
+    `trace` every attempt.
     """
 
     def __init__(

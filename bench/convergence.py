@@ -196,14 +196,19 @@ def run_all(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
         initializer=_start_worker,
         initargs=(vars(args),),
     ) as pool:
-        for future in as_completed([pool.submit(_task_in_worker, n, seed) for n, seed in work]):
-            record = future.result()
-            data["tasks"].append(record)
-            tally = tallies[record["n"]]
-            tally["done"] += 1
-            _progress(record, tally, tasks_per_n[record["n"]], time.perf_counter() - started)
-            data["elapsed"] = time.perf_counter() - started
-            _write_json(args.out, data)  # after each task: a partial result survives a stop
+        futures = [pool.submit(_task_in_worker, n, seed) for n, seed in work]
+        try:
+            for future in as_completed(futures):
+                record = future.result()
+                data["tasks"].append(record)
+                tally = tallies[record["n"]]
+                tally["done"] += 1
+                _progress(record, tally, tasks_per_n[record["n"]], time.perf_counter() - started)
+                data["elapsed"] = time.perf_counter() - started
+                _write_json(args.out, data)  # after each task: a partial result survives
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # do not run the queued tasks
+            raise
     data["tasks"].sort(key=lambda task: (task["n"], task["seed"]))
     data["elapsed"] = time.perf_counter() - started
     return data

@@ -51,9 +51,8 @@ def test_at_the_value_start_the_path_is_lowered_and_completions_pushed_down() ->
 
 def test_mid_value_the_rest_of_the_rejected_text_is_steered_off() -> None:
     found = scores_after(exclusion('"R-7731"'), b'":', b" ", b'"', b"R", b"-", b"77")
-    # "31" would complete the content, and '31"' the string: both are kept off, so neither
-    # "R-7731" nor a longer string starting with it ("R-77310") can be written
-    assert found == {b"3": -2.0, b"31": -COMPLETION_PENALTY, b'31"': -COMPLETION_PENALTY}
+    # '31"' would close the string on the rejected text; "31" leaves a longer one open
+    assert found == {b"3": -2.0, b"31": -2.0, b'31"': -COMPLETION_PENALTY}
 
 
 def test_a_prefix_shared_by_several_rejected_values_is_lowered_once() -> None:
@@ -68,20 +67,28 @@ def test_once_the_value_leaves_every_rejected_path_nothing_more_changes() -> Non
     assert scores_after(processor, b'":', b' "', b"R", b"-", b"77") == {}  # it stays done
 
 
-def test_a_rejected_number_is_kept_off_including_longer_numbers_it_starts() -> None:
-    processor = exclusion("90")
-    assert scores_after(processor, b'":', b" ") == {b"9": -2.0, b"90": -COMPLETION_PENALTY}
+def test_a_rejected_number_may_not_end_there_but_may_go_on() -> None:
+    found = scores_after(exclusion("90"), b'":', b" ")
+    assert found == {b"9": -2.0, b"90": -2.0}  # "90" may still become 901: only lowered
     found = scores_after(exclusion("90"), b'":', b" ", b"9")
-    assert found == {b"0": -COMPLETION_PENALTY, b"00": -COMPLETION_PENALTY}
+    assert found == {b"0": -2.0}  # "0" reaches 90 (lowered); "00" goes on to 900
+    found = scores_after(exclusion("90"), b'":', b" ", b"9", b"0")
+    ending = {piece for piece in PIECES if piece[:1] not in b"0123456789.eE+-"}
+    assert set(found) == ending  # written out: every token that would end it (",", "}")
+    assert set(found.values()) == {-COMPLETION_PENALTY}
+    assert b"0" not in found  # 900 stays open
 
 
 def test_every_rejected_value_is_kept_off_and_split_characters_are_compared_as_bytes() -> None:
     found = scores_after(exclusion('"R-7731"', '"\u00e9"'), b'":', b" ", b'"')
     assert found[b"R"] == -2.0
     assert found[b"\xc3"] == -2.0  # the first byte of an e-acute split across two tokens
-    assert found[b"\xc3\xa9"] == -COMPLETION_PENALTY
+    assert found[b"\xc3\xa9"] == -2.0
     found = scores_after(exclusion('"\u00e9"'), b'":', b" ", b'"', b"\xc3")
-    assert found == {b"\xa9": -COMPLETION_PENALTY}  # the second byte would complete it
+    assert found == {b"\xa9": -2.0}  # its second byte: the closing quote would complete it
+    found = scores_after(exclusion('"\u00e9"'), b'":', b" ", b'"', b"\xc3\xa9")
+    closing = {piece for piece in PIECES if piece.startswith(b'"')}  # any token closing it
+    assert found == dict.fromkeys(closing, -COMPLETION_PENALTY)
 
 
 def test_no_rejected_values_means_no_work() -> None:

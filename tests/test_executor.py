@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import openai
 import pytest
-from pydantic import model_validator
+from pydantic import AfterValidator, model_validator
 
 import arq
 from arq import (
@@ -236,29 +236,109 @@ def test_a_new_value_failing_the_same_check_is_not_a_repeat(server: FakeOpenAISe
     server.script(
         Reply(text({**GOOD, "order_id": "R-0000"})),
         Reply(text(suffix("order_id", {**GOOD, "order_id": "R-1111"}))),
-        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-0000"}))),
+        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-2222"}))),
         Reply(text(suffix("order_id"))),
     )
     result = executor(server, max_repairs=5).run(Ticket, CONTEXT)
     assert result.output == EXPECTED
-    assert len(server.requests) == 4  # a value seen before but not just before: no repeat
+    assert len(server.requests) == 4
     # each repair lists the values its step already had rejected, for a backend to avoid
     rejected = [a.request.rejected for a in result.trace.attempts]
-    assert rejected == [(), ('"R-0000"',), ('"R-0000"', '"R-1111"'), ('"R-0000"', '"R-1111"')]
+    assert rejected == [
+        (),
+        ('"R-0000"',),
+        ('"R-0000"', '"R-1111"'),
+        ('"R-0000"', '"R-1111"', '"R-2222"'),
+    ]
     assert result.trace.attempts[1].request.to_dict()["rejected"] == ['"R-0000"']
 
 
-def test_values_refused_by_a_cross_step_check_are_not_listed_as_rejected(
+def test_coming_back_to_a_rejected_value_stops_early(server: FakeOpenAIServer) -> None:
+    server.script(
+        Reply(text({**GOOD, "order_id": "R-0000"})),
+        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-1111"}))),
+        Reply(text(suffix("order_id", {**GOOD, "order_id": "R-0000"}))),
+    )
+    with pytest.raises(ConvergenceError, match="twice the same way"):
+        executor(server, max_repairs=5).run(Ticket, CONTEXT)
+    assert len(server.requests) == 3  # A, B, A: not A, B, A, B, ... until the budget ends
+
+
+def test_rejected_values_are_listed_as_the_model_wrote_them(server: FakeOpenAIServer) -> None:
+    written = text({**GOOD, "severity": 9}).replace('"severity": 9', '"severity": 9.0e0')
+    server.script(Reply(written), Reply(text(suffix("severity"))))
+    result = executor(server).run(Ticket, CONTEXT)
+    assert result.trace.attempts[1].request.rejected == ("9.0e0",)
+
+
+def test_a_cross_step_check_lists_its_value_when_the_steps_it_reads_are_kept(
     server: FakeOpenAIServer,
 ) -> None:
     server.script(
         Reply(text({**GOOD, "severity": 5, "team": "billing"})),
-        Reply(text(suffix("team"))),
+        Reply(text(suffix("team", {**GOOD, "severity": 5}))),
     )
     result = executor(server).run(Ticket, CONTEXT)
     repair = result.trace.attempts[1].request
     assert repair.steps[0] == "team"
-    assert repair.rejected == ()  # the same team may pass once the steps it reads change
+    assert repair.rejected == ('"billing"',)  # severity 5 is kept: billing would fail again
+
+
+class Plan(arq.Reasoning):
+    """A check that redoes an earlier step than the latest it reads."""
+
+    plan: str = arq.query("What is the plan?")
+    action: str = arq.answer("What do you do?")
+
+    @arq.check("plan", "action", repair="plan")
+    def action_follows_plan(plan: str, action: str) -> None:
+        if action not in plan:
+            raise ValueError("the action is not in the plan")
+
+
+def test_a_value_that_may_pass_once_later_steps_change_is_not_listed(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(
+        Reply('{"plan": "call", "action": "write"}'),
+        Reply('{"plan": "call", "action": "call"}'),
+    )
+    result = executor(server).run(Plan, {})
+    repair = result.trace.attempts[1].request
+    assert repair.steps == ("plan", "action")
+    assert repair.rejected == ()  # "call" is fine with another action
+
+
+def not_bad(value: str) -> str:
+    if value == "bad":
+        raise ValueError("bad is not allowed here")
+    return value
+
+
+class Pair(arq.Reasoning):
+    """A step with its own check, after a step a cross-step check may redo."""
+
+    first: str = arq.query("First?")
+    second: Annotated[str, AfterValidator(not_bad)] = arq.answer("Second?")
+
+    @arq.check("first", "second", repair="first")
+    def differ(first: str, second: str) -> None:
+        if first == second:
+            raise ValueError("the two must differ")
+
+
+def test_redoing_an_earlier_step_forgets_what_later_steps_had_rejected(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(
+        Reply('{"first": "a", "second": "bad"}'),  # second's own check: "bad" rejected
+        Reply('{"second": "a"}'),  # the cross-step check redoes first (and so second)
+        Reply('{"first": "b", "second": "bad"}'),  # a new first: "bad" fails anew, no stop
+        Reply('{"second": "c"}'),
+    )
+    result = executor(server, max_repairs=3).run(Pair, {})
+    assert (result.output.first, result.output.second) == ("b", "c")
+    assert [a.request.rejected for a in result.trace.attempts] == [(), ('"bad"',), (), ('"bad"',)]
 
 
 def test_running_out_of_repairs_raises_with_the_trace(server: FakeOpenAIServer) -> None:
@@ -455,6 +535,17 @@ def test_a_dropped_stream_resumes_after_the_kept_steps(server: FakeOpenAIServer)
     assert list(schema_of(server.requests[1])["properties"]) == ["team", "reply"]
     assert "broke off" in server.requests[1].body["messages"][-1]["content"]
     assert "BackendError" in (result.trace.attempts[0].error or "")
+
+
+def test_a_stream_dropped_after_the_last_step_needs_no_other_call(
+    server: FakeOpenAIServer,
+) -> None:
+    full = text(GOOD)
+    server.script(DropAfter(Reply(full), len(full) - 1))  # every value, not the closing brace
+    result = executor(server, max_repairs=0).run(Ticket, CONTEXT)
+    assert result.output == EXPECTED
+    assert len(server.requests) == 1
+    assert [a.kind for a in result.trace.attempts] == ["first"]
 
 
 def test_malformed_events_are_retried(server: FakeOpenAIServer) -> None:

@@ -1,20 +1,19 @@
 """Keeps a repair off the values its step already had rejected (llama.cpp logits processor).
 
 A repair redoes its first step, and `Request.rejected` lists the JSON texts of that step's
-values refused earlier in the run. A small model decoding greedily, or even at a moderate
-temperature, tends to write the refused value again; a backend that sees the logits can
-steer it off. While the answer's first value is still on a rejected text's path,
-`Exclusion` lowers each token that continues the path by `path_penalty` (once, however
-many rejected texts share it), so the value tends to leave the path where the model was
-least sure of it. A token that would complete a rejected text is pushed far down
-(`COMPLETION_PENALTY`); for a string that means completing its content, so a longer
-string starting with it ("Smith" -> "Smithson") is kept off too. Both are finite: when
-the grammar leaves no other token, the value is written again and the executor's
-same-failure rule ends the run, rather than the sampler having nothing to pick. Texts
-are compared as bytes, so a character split across tokens is handled.
-
-Numbers have no closing delimiter in their own text, so for them the completion mask is
-a little wider than exact: after "9", a rejected 90 also pushes down 900-909.
+values refused earlier in the run, as the model wrote them. A small model decoding
+greedily, or even at a moderate temperature, tends to write the refused value again; a
+backend that sees the logits can steer it off. While the answer's first value is still on
+a rejected text's path, `Exclusion` lowers each token that continues the path by
+`path_penalty` (once, however many rejected texts share it), so the value tends to leave
+the path where the model was least sure of it. A token that would complete a rejected
+text is pushed far down (`COMPLETION_PENALTY`): for a string, the one writing its closing
+quote; for a number, the one ending it there. A longer value that starts with a rejected
+one stays open ("R-773" rejected, "R-7731" allowed). Both penalties are finite: when the
+grammar leaves no other token (a fixed-length pattern whose closing quote is forced), the
+value is written again and the executor's same-failure rule ends the run, rather than the
+sampler having nothing to pick. Texts are compared as bytes, so a character split across
+tokens is handled.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ __all__ = ["Exclusion", "TokenTable"]
 COMPLETION_PENALTY = 1e4
 PATH_PENALTY = 2.0
 _WHITESPACE = b" \t\n\r"
+_IN_NUMBER = {bytes([c]) for c in b"0123456789.eE+-"}
 _AFTER_ALL = b"\xff"  # never in UTF-8: sorts after every text with the same prefix
 
 
@@ -38,12 +38,19 @@ class TokenTable:
         self.pieces = list(pieces)
         self._order = sorted(range(len(self.pieces)), key=self.pieces.__getitem__)
         self._sorted = [self.pieces[i] for i in self._order]
+        self._enders: list[int] | None = None
 
     def starting_with(self, prefix: bytes) -> list[int]:
         """Ids of the tokens whose bytes start with `prefix` (not empty)."""
         low = bisect_left(self._sorted, prefix)
         high = bisect_left(self._sorted, prefix + _AFTER_ALL, lo=low)
         return self._order[low:high]
+
+    def ending_a_number(self) -> list[int]:
+        """Ids of the tokens whose first byte cannot continue a JSON number."""
+        if self._enders is None:
+            self._enders = [i for i, p in enumerate(self.pieces) if p and p[:1] not in _IN_NUMBER]
+        return self._enders
 
     def prefixes_of(self, text: bytes) -> list[int]:
         """Ids of the tokens whose bytes are a proper, non-empty prefix of `text`."""
@@ -74,7 +81,7 @@ class Exclusion:
     ) -> None:
         self.table = table
         self.path_penalty = path_penalty
-        self.rejected = [_unclosed(text.encode()) for text in rejected]
+        self.rejected = [text.encode() for text in rejected]
         self.start = start
         self._text = bytearray()
         self._seen = start
@@ -99,20 +106,30 @@ class Exclusion:
         for text in live:
             rest = text[len(value) :]
             on_path.update(self.table.prefixes_of(rest))
-            completing.update(self.table.starting_with(rest) if rest else range(len(scores)))
+            string = text.startswith(b'"')
+            if not string:  # reaching a rejected number is still on its path: it may go on
+                on_path.update(
+                    t for t in self.table.starting_with(rest) if self.table.pieces[t] == rest
+                )
+            completing.update(self._completing(rest, string))
             if not value:  # a token may carry the space before the value
                 for space in (b" ", b"\n"):
-                    completing.update(self.table.starting_with(space + rest))
+                    completing.update(self._completing(space + rest, string))
         # each token lowered once, however many rejected texts share it: a prefix they all
         # share ("20" of a year) is likely right, and stacked penalties would push it away
         scores[list(on_path - completing)] -= self.path_penalty
         scores[list(completing)] -= COMPLETION_PENALTY
         return scores
 
-
-def _unclosed(text: bytes) -> bytes:
-    """A rejected string without its closing quote: its content may not be completed, so
-    neither the value nor a longer one starting with it ("Smith" -> "Smithson") is written."""
-    if len(text) >= 2 and text.startswith(b'"') and text.endswith(b'"'):
-        return text[:-1]
-    return text
+    def _completing(self, rest: bytes, string: bool) -> list[int]:
+        """Tokens that would end the value with exactly the rejected text."""
+        if not rest:  # written out: a number may still not end; a string has ended
+            return [] if string else self.table.ending_a_number()
+        if string:  # the rest ends with the closing quote
+            return self.table.starting_with(rest)
+        after = len(rest)  # a token that is the rest exactly leaves the number open
+        return [
+            token
+            for token in self.table.starting_with(rest)
+            if self.table.pieces[token][after : after + 1] not in _IN_NUMBER | {b""}
+        ]
