@@ -189,7 +189,12 @@ def run_all(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
     data: Record = {"settings": _settings(args, tasks_per_n), "tasks": []}
     started = time.perf_counter()
     tallies = {n: {"single": 0, "reask": 0, "arq": 0, "done": 0} for n in tasks_per_n}
-    work = [(n, seed) for n in sorted(tasks_per_n, reverse=True) for seed in range(tasks_per_n[n])]
+    first = args.first_task
+    work = [
+        (n, seed)
+        for n in sorted(tasks_per_n, reverse=True)
+        for seed in range(first, first + tasks_per_n[n])
+    ]
     with ProcessPoolExecutor(
         args.jobs,
         mp_context=multiprocessing.get_context("spawn"),
@@ -264,6 +269,7 @@ def _settings(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
         "n_ctx": args.n_ctx,
         "threads": args.threads,
         "jobs": args.jobs,
+        "first_task": args.first_task,
     }
 
 
@@ -604,7 +610,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--replot", type=Path, help="only summarise this JSON again")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--repair-temperature", type=float, default=0.7)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument(
+        "--first-task",
+        type=int,
+        default=0,
+        help="seed of the first task of each N (to extend a run)",
+    )
     parser.add_argument("--max-tokens", type=int, default=800)
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
