@@ -299,7 +299,8 @@ class _Reader:
         try:
             accepted = self.run.checker.accept(name, value)
         except StepError as error:
-            self.run.failed_text = (name, item.raw.strip()) if item.raw.strip() else None
+            written = item.raw.strip()
+            self.run.failed_text = (name, written) if written else None
             self.attempt.steps.append(StepRecord(name, value, elapsed, str(error)))
             self.attempt.stopped_early = not self.done
             raise
