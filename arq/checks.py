@@ -23,19 +23,30 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
 from pydantic import AfterValidator, ValidationInfo
+from pydantic.fields import FieldInfo
 
 from arq.errors import ArqError
 
-__all__ = ["ContextError", "CrossCheck", "check", "covers", "one_of", "verbatim_in"]
+__all__ = [
+    "ContextError",
+    "CrossCheck",
+    "Grounding",
+    "check",
+    "covers",
+    "grounding",
+    "one_of",
+    "verbatim_in",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _CHECK_ATTR = "__arq_check__"
+_GROUNDING_ATTR = "__arq_grounding__"
 
 
 class ContextError(ArqError):
@@ -160,6 +171,7 @@ def verbatim_in(key: str, *, normalize_whitespace: bool = True) -> AfterValidato
                 raise ValueError(f"{str(quote)!r} is not quoted word for word from the {key}")
         return value
 
+    setattr(validate, _GROUNDING_ATTR, ("quote", key, normalize_whitespace))
     return AfterValidator(validate)
 
 
@@ -177,6 +189,7 @@ def one_of(key: str) -> AfterValidator:
                 raise ValueError(f"{item!r} is not one of the {key}: {', '.join(choices)}")
         return value
 
+    setattr(validate, _GROUNDING_ATTR, ("choice", key, False))
     return AfterValidator(validate)
 
 
@@ -221,3 +234,79 @@ def coverage_problem(expected: Sequence[str], got: Sequence[str]) -> str | None:
     if not parts:
         return None
     return "every id must appear exactly once: " + "; ".join(parts)
+
+
+# --- grounding: what a step's context checks allow, for backends that steer decoding -----
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """The values a string step's context checks allow, known once the context is.
+
+    Exactly one of the two is set: `choices`, the value is one of them (`one_of`); or
+    `source`, the value is quoted from it (`verbatim_in`; with `normalize_whitespace`
+    its whitespace runs are written as one space, as the check compares them). A backend
+    that sees the logits (`LlamaCppBackend`) holds the value to them while it is written,
+    so a small model cannot invent a name or an id; the check still runs either way.
+    """
+
+    choices: tuple[str, ...] | None = None
+    source: str | None = None
+    normalize_whitespace: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.choices is None) == (self.source is None):
+            raise ValueError("a Grounding has choices or a source, not both or neither")
+
+    def without(self, refused: Iterable[Any]) -> Grounding | None:
+        """These choices less the `refused` values; None if none is left. A source is kept
+        as it is: it has too many quotes to list, and the backend steers off refused ones."""
+        if self.choices is None:
+            return self
+        gone = {str(value) for value in refused}
+        left = tuple(choice for choice in self.choices if choice not in gone)
+        return replace(self, choices=left) if left else None
+
+    @property
+    def quoted_text(self) -> str | None:
+        """The source as a quote of it may be written: whitespace runs as one space."""
+        if self.source is None:
+            return None
+        return _SPACES.sub(" ", self.source) if self.normalize_whitespace else self.source
+
+
+def grounding(
+    fields: Mapping[str, FieldInfo], context: Mapping[str, Any] | None
+) -> dict[str, Grounding]:
+    """The `Grounding` of each field of type `str` held by `one_of` or `verbatim_in`.
+
+    Fields whose check reads a key the context lacks are left out (validation reports the
+    missing key). A field with both checks is held to its choices that are quoted from
+    the source, the stricter of the two.
+    """
+    found: dict[str, Grounding] = {}
+    if not context:
+        return found
+    for name, info in fields.items():
+        if info.annotation is not str:
+            continue  # lists, unions and the like: only the check holds them
+        choices: list[str] | None = None
+        quote: tuple[str, bool] | None = None
+        for item in info.metadata:
+            marked = getattr(getattr(item, "func", None), _GROUNDING_ATTR, None)
+            if marked is None or marked[1] not in context:
+                continue
+            kind, key, normalize = marked
+            if kind == "choice":
+                allowed = _as_choices(context[key])
+                choices = allowed if choices is None else [c for c in choices if c in allowed]
+            elif quote is None:
+                quote = (_as_text(context[key]), normalize)
+        if choices is not None and quote is not None:
+            text = _normal(quote[0]) if quote[1] else quote[0]
+            choices = [c for c in choices if (_normal(c) if quote[1] else c) in text]
+        if choices is not None:
+            found[name] = Grounding(choices=tuple(dict.fromkeys(choices)))
+        elif quote is not None:
+            found[name] = Grounding(source=quote[0], normalize_whitespace=quote[1])
+    return found

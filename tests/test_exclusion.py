@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from arq.backends.exclusion import COMPLETION_PENALTY, Exclusion, TokenTable
+from arq.backends.exclusion import COMPLETION_PENALTY, Exclusion
+from arq.backends.tokens import TokenTable
 
 np = pytest.importorskip("numpy")
 

@@ -18,49 +18,16 @@ tokens is handled.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Exclusion", "TokenTable"]
+from arq.backends.tokens import NUMBER_BYTES, TokenTable
+
+__all__ = ["Exclusion"]
 
 COMPLETION_PENALTY = 1e4
 PATH_PENALTY = 2.0
 _WHITESPACE = b" \t\n\r"
-_IN_NUMBER = {bytes([c]) for c in b"0123456789.eE+-"}
-_AFTER_ALL = b"\xff"  # never in UTF-8: sorts after every text with the same prefix
-
-
-class TokenTable:
-    """Every token's bytes, and the ids sorted by them, for prefix lookups."""
-
-    def __init__(self, pieces: Sequence[bytes]) -> None:
-        self.pieces = list(pieces)
-        self._order = sorted(range(len(self.pieces)), key=self.pieces.__getitem__)
-        self._sorted = [self.pieces[i] for i in self._order]
-        self._enders: list[int] | None = None
-
-    def starting_with(self, prefix: bytes) -> list[int]:
-        """Ids of the tokens whose bytes start with `prefix` (not empty)."""
-        low = bisect_left(self._sorted, prefix)
-        high = bisect_left(self._sorted, prefix + _AFTER_ALL, lo=low)
-        return self._order[low:high]
-
-    def ending_a_number(self) -> list[int]:
-        """Ids of the tokens whose first byte cannot continue a JSON number."""
-        if self._enders is None:
-            self._enders = [i for i, p in enumerate(self.pieces) if p and p[:1] not in _IN_NUMBER]
-        return self._enders
-
-    def prefixes_of(self, text: bytes) -> list[int]:
-        """Ids of the tokens whose bytes are a proper, non-empty prefix of `text`."""
-        found = []
-        for end in range(1, len(text)):
-            i = bisect_left(self._sorted, text[:end])
-            while i < len(self._sorted) and self._sorted[i] == text[:end]:
-                found.append(self._order[i])
-                i += 1
-        return found
 
 
 class Exclusion:
@@ -131,5 +98,5 @@ class Exclusion:
         return [
             token
             for token in self.table.starting_with(rest)
-            if self.table.pieces[token][after : after + 1] not in _IN_NUMBER | {b""}
+            if self.table.pieces[token][after : after + 1] not in NUMBER_BYTES | {b""}
         ]

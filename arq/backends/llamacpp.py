@@ -2,9 +2,11 @@
 
 `LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
 decoded under a GBNF grammar derived from the request's JSON Schema, so every key comes
-in step order and every value has its step's type. A repair with a prefill resumes inside
-the assistant turn, and the grammar then starts at the next key; its first value is kept
-off the values that step already had rejected (`arq.backends.exclusion`).
+in step order and every value has its step's type. String steps held by `one_of` or
+`verbatim_in` are held, while they are written, to the run's choices or to quotes of its
+context (`arq.backends.grounded`). A repair with a prefill resumes inside the assistant
+turn, and the grammar then starts at the next key; its first value is kept off the values
+that step already had rejected (`arq.backends.exclusion`).
 
 All calls into the model run on one worker thread, one request at a time, so the event
 loop never blocks and concurrent streams simply queue.
@@ -28,7 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
-from arq.backends.exclusion import Exclusion, TokenTable
+from arq.backends.exclusion import Exclusion
+from arq.backends.grounded import Grounded
+from arq.backends.tokens import TokenTable
 from arq.errors import ArqError, BackendError
 from arq.prompt import Request
 
@@ -253,7 +257,7 @@ class LlamaCppBackend:
         self._formatter: Any = None
         self._bos_text = ""
         self._grammars: dict[str, Any] = {}
-        self._tokens: TokenTable | None = None  # built on the first exclusion
+        self._tokens: TokenTable | None = None  # built when decoding is first steered
         self._closed = False
         self._generated = 0
 
@@ -383,14 +387,22 @@ class LlamaCppBackend:
             tokens += llm.tokenize(request.prefill.encode(), add_bos=False, special=False)
         return tokens
 
-    def _exclusion(self, request: Request, prompt: Sequence[int]) -> list[Exclusion] | None:
-        """Keeps the first value off `request.rejected` (a repair of a refused value)."""
-        if not request.rejected:
+    def _steering(self, request: Request, prompt: Sequence[int]) -> list[Any] | None:
+        """Logits processors: grounded steps held to `request.grounding`; the first value
+        kept off `request.rejected` (a repair of a refused value)."""
+        grounding = {k: v for k, v in request.grounding.items() if k in request.steps}
+        if not request.rejected and not grounding:
             return None
         if self._tokens is None:
             llm = self._llm
             self._tokens = TokenTable([bytes(llm.detokenize([t])) for t in range(llm.n_vocab())])
-        return [Exclusion(self._tokens, request.rejected, start=len(prompt))]
+        found: list[Any] = []
+        if grounding:
+            inside = bool(request.prefill)
+            found.append(Grounded(self._tokens, grounding, len(prompt), inside_object=inside))
+        if request.rejected:
+            found.append(Exclusion(self._tokens, request.rejected, start=len(prompt)))
+        return found
 
     def _grammar(self, request: Request) -> Any:
         keys = request.steps or tuple(request.output_schema.get("properties", {}))
@@ -439,7 +451,7 @@ class LlamaCppBackend:
                 tokens,
                 temp=temp,
                 grammar=grammar,
-                logits_processor=self._exclusion(request, tokens),
+                logits_processor=self._steering(request, tokens),
             )
             try:
                 for token in generator:

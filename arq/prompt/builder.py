@@ -24,6 +24,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
+from arq.checks import Grounding, grounding
 from arq.errors import OutputError, StepError, TemplateError
 from arq.jsonschema import json_schema
 from arq.prompt.skeleton import context_text, example_json, render_skeleton
@@ -57,6 +58,9 @@ class Request:
         rejected: JSON texts of values the first step asked for already had rejected in
             this run. A backend that steers decoding (`LlamaCppBackend`) keeps the new
             value off them; others rely on the repair turn.
+        grounding: What the context checks (`one_of`, `verbatim_in`) of the string steps
+            asked for allow, by step; a backend that steers decoding holds the values to
+            it. Derived from the schema and the context, so `to_dict` leaves it out.
         metadata: Names of the schema, steps and rendered sections; the repair, if any.
     """
 
@@ -67,6 +71,7 @@ class Request:
     prefill: str = ""
     rejected: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    grounding: Mapping[str, Grounding] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot, with the schema given by its name."""
@@ -235,6 +240,7 @@ class PromptBuilder:
                 "steps": [s.name for s in steps(schema)],
                 "sections": rendered,
             },
+            grounding=grounding({s.name: s.field for s in steps(schema)}, context),
         )
 
     def repair(
@@ -270,6 +276,10 @@ class PromptBuilder:
             "output_format": render_skeleton(request.schema, names),
             "prefill": prefill,
         }
+        held = {name: request.grounding[name] for name in names if name in request.grounding}
+        if names[0] in held and rejected:  # a refused choice is not offered again
+            first = held.pop(names[0]).without(_refused_values(rejected))
+            held.update({names[0]: first} if first is not None else {})
         section = Section("repair", "repair.jinja", "user")
         note = self._render(section, variables).strip()
         messages = [dict(m) for m in request.messages]  # copies: requests are snapshots
@@ -297,6 +307,7 @@ class PromptBuilder:
                 **request.metadata,
                 "repair": {"step": info.name, "kept": list(kept), "prefill": prefill},
             },
+            grounding=held,
         )
 
     def render_output_format(self, schema: type[Reasoning]) -> str:
@@ -369,6 +380,15 @@ class PromptBuilder:
 
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _refused_values(rejected: Sequence[str]) -> list[Any]:
+    """The values of rejected JSON texts (a text that does not parse names no value)."""
+    values = []
+    for text in rejected:
+        with contextlib.suppress(ValueError):
+            values.append(json.loads(text))
+    return values
 
 
 def _failure_text(failure: OutputError | None, step: str) -> str:

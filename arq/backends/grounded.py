@@ -1,0 +1,211 @@
+"""Holds string steps to what their context checks allow, while they are written.
+
+`one_of("ids")` and `verbatim_in("record")` are known exactly once the run's context is:
+the value is one of the ids, or a quote of the record (`arq.checks.Grounding`). A grammar
+cannot say so, since it is built from the schema alone, but a logits processor can. While
+the answer writes the value of such a step, `Grounded` pushes down every token that would
+take the value off them, so a small model can still pick the wrong id or quote the wrong
+line, but it cannot write an id that is not listed or a name the record does not hold.
+The check runs as before; nothing is accepted because it was steered.
+
+The processor follows the answer's JSON as it is written: the key at the object's top
+level, whether a string is a key or a value, and the value's text as the model writes it
+(JSON escapes included, compared with the JSON text of the choices and the source). Only
+tokens with a quote can open or close a string, and there are few of them (163 of
+SmolLM2's 49,152), so those are tried one by one; a token without one continues the value
+and is looked up from the text that may follow (`TokenTable.prefixes_of`). The penalty is
+finite and above the exclusion's: a token the grammar forces is still taken, and when the
+only grounded continuations complete a rejected value, that value is written again and
+the executor's same-failure rule ends the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from arq.backends.tokens import TokenTable
+from arq.checks import Grounding
+
+__all__ = ["PENALTY", "Grounded"]
+
+PENALTY = 1e5
+_WHITESPACE = b" \t\n\r"
+
+
+def _json_content(text: str) -> bytes:
+    """`text` as it is written between the quotes of a JSON string."""
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode()
+
+
+class _Choices:
+    """The value is one of `choices`."""
+
+    def __init__(self, table: TokenTable, choices: tuple[str, ...]) -> None:
+        self.table = table
+        self.contents = [_json_content(choice) for choice in choices]
+        self._exact = set(self.contents)
+
+    def open_ok(self, content: bytes) -> bool:
+        return any(choice.startswith(content) for choice in self.contents)
+
+    def closed_ok(self, content: bytes) -> bool:
+        return content in self._exact
+
+    def continuing(self, content: bytes) -> set[int]:
+        found: set[int] = set()
+        for choice in self.contents:
+            if choice.startswith(content) and len(choice) > len(content):
+                found.update(self.table.prefixes_of(choice[len(content) :], proper=False))
+        return found
+
+
+class _Quote:
+    """The value is a non-empty quote of `source`."""
+
+    def __init__(self, table: TokenTable, source: str) -> None:
+        self.table = table
+        self.source = _json_content(source)
+        self._first: set[int] | None = None  # what may start a quote: the same each time
+
+    def open_ok(self, content: bytes) -> bool:
+        return content in self.source
+
+    def closed_ok(self, content: bytes) -> bool:
+        return bool(content) and content in self.source
+
+    def continuing(self, content: bytes) -> set[int]:
+        if not content and self._first is not None:
+            return self._first
+        reach = self.table.longest
+        found: set[int] = set()
+        followers: set[bytes] = set()
+        at = self.source.find(content)
+        while at >= 0:
+            end = at + len(content)
+            followers.add(self.source[end : end + reach])
+            at = self.source.find(content, at + 1) if end < len(self.source) else -1
+        for rest in followers:
+            found.update(self.table.prefixes_of(rest, proper=False))
+        if not content:
+            self._first = found
+        return found
+
+
+class _Reader:
+    """Where the answer's JSON stands: which top-level key, and inside which string."""
+
+    __slots__ = ("after_colon", "content", "depth", "escaped", "in_string", "key", "role")
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth  # 1 when the answer continues an object its prefill opened
+        self.in_string = False
+        self.escaped = False  # the string's last byte is an escaping backslash
+        self.role = ""  # of the string being written: "key", "value" (top level) or ""
+        self.content = bytearray()
+        self.key = b""  # the latest top-level key
+        self.after_colon = False  # a top-level value is due and has not started
+
+    def feed(self, data: bytes) -> None:
+        for byte in data:
+            if self.in_string:
+                if byte == 0x22 and not self.escaped:  # the closing quote
+                    self.in_string = False
+                    if self.role == "key":
+                        self.key = bytes(self.content)
+                    continue
+                self.escaped = byte == 0x5C and not self.escaped
+                self.content.append(byte)
+                continue
+            if byte in _WHITESPACE:
+                continue
+            starts_value = self.after_colon
+            self.after_colon = False
+            if byte == 0x22:
+                self.in_string = True
+                self.content = bytearray()
+                top = self.depth == 1
+                self.role = "value" if top and starts_value else "key" if top else ""
+            elif byte in b"{[":
+                self.depth += 1
+            elif byte in b"}]":
+                self.depth -= 1
+            elif byte == 0x3A and self.depth == 1:  # colon
+                self.after_colon = True
+
+
+class Grounded:
+    """A llama.cpp logits processor: grounded steps' values stay within their `Grounding`.
+
+    `grounding` maps step names to what their values may be; the answer is everything after
+    the first `start` tokens (the prompt). With `inside_object` the answer continues an
+    object the prompt's prefill opened.
+    """
+
+    def __init__(
+        self,
+        table: TokenTable,
+        grounding: Mapping[str, Grounding],
+        start: int,
+        *,
+        inside_object: bool = False,
+    ) -> None:
+        self.table = table
+        self.spaces: dict[bytes, _Choices | _Quote] = {}
+        for step, held in grounding.items():
+            if held.choices is not None:
+                self.spaces[_json_content(step)] = _Choices(table, held.choices)
+            elif held.quoted_text is not None:
+                self.spaces[_json_content(step)] = _Quote(table, held.quoted_text)
+        self.reader = _Reader(depth=1 if inside_object else 0)
+        self._seen = start
+        self._quotes = set(table.with_quote)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        for token in input_ids[self._seen :]:
+            self.reader.feed(self.table.pieces[int(token)])
+        self._seen = len(input_ids)
+        reader = self.reader
+        if reader.in_string and reader.role == "value" and reader.key in self.spaces:
+            content = bytes(reader.content)
+            space = self.spaces[reader.key]
+            if not space.open_ok(content):
+                return scores  # off already (the grammar forced it): nothing left to hold
+            allowed = space.continuing(content) - self._quotes
+            allowed.update(t for t in self.table.with_quote if self._grounded_after(t))
+            ids = sorted(allowed)
+            keep = scores[ids].copy()
+            scores -= PENALTY
+            scores[ids] = keep
+        elif self._near_value():  # only a token with a quote can open the value
+            off = [t for t in self.table.with_quote if not self._grounded_after(t)]
+            scores[off] -= PENALTY
+        return scores
+
+    def _near_value(self) -> bool:
+        """A grounded value is due, or its key is being written: a quote token may reach it."""
+        reader = self.reader
+        if not reader.in_string:
+            return reader.after_colon and reader.key in self.spaces
+        return reader.role == "key" and any(
+            key.startswith(bytes(reader.content)) for key in self.spaces
+        )
+
+    def _grounded_after(self, token: int) -> bool:
+        """Whether the answer stays grounded if `token` comes next."""
+        before = self.reader
+        after = copy.copy(before)
+        after.content = bytearray(before.content)
+        for byte in self.table.pieces[token]:
+            was_in_value = after.in_string and after.role == "value"
+            key = after.key
+            after.feed(bytes([byte]))
+            if was_in_value and not after.in_string:  # the value closed here
+                space = self.spaces.get(key)
+                if space is not None and not space.closed_ok(bytes(after.content)):
+                    return False
+        if after.in_string and after.role == "value" and after.key in self.spaces:
+            return self.spaces[after.key].open_ok(bytes(after.content))
+        return True

@@ -1,0 +1,160 @@
+"""Grounded decoding: string steps held to their context checks, on a toy vocabulary."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+
+import arq
+from arq.backends.grounded import PENALTY, Grounded
+from arq.backends.tokens import TokenTable
+from arq.checks import Grounding, grounding
+from arq.prompt import PromptBuilder
+
+np = pytest.importorskip("numpy")
+
+PIECES = [
+    b"{", b'{"', b"who", b"code", b'":', b" ", b' "', b'"', b'",', b'"}', b"}", b",",
+    b"Ann", b"Bo", b" Bo", b"Bob", b"Lee", b" Lee", b"Zed", b"Ann Lee", b'Ann Lee"',
+    b"A", b"B", b"-", b"1", b"2", b"A-1", b'"A-1"', b' "A', b' "Z', b"\\", b'\\"', b"x",
+    b"met", b" met", b"  Bob", b'": "A', b'": "B',
+]  # fmt: skip
+ID = {piece: i for i, piece in enumerate(PIECES)}
+PROMPT = [ID[b"x"], ID[b"x"]]  # whatever the prompt holds is not the answer
+HELD = {"who": Grounding(source="Ann Lee met\n  Bob"), "code": Grounding(choices=("A-1", "B-2"))}
+
+
+def allowed_after(
+    *answer: bytes, held: dict[str, Grounding] = HELD, inside: bool = False
+) -> set[bytes]:
+    """The tokens left unpenalized after `answer`, every logit starting at 0."""
+    processor = Grounded(TokenTable(PIECES), held, start=len(PROMPT), inside_object=inside)
+    ids = np.array(PROMPT + [ID[piece] for piece in answer])
+    out = processor(ids, np.zeros(len(PIECES), dtype=np.float32))
+    assert set(np.unique(out)) <= {0.0, -PENALTY}
+    return {piece for i, piece in enumerate(PIECES) if out[i] == 0}
+
+
+EVERY = set(PIECES)
+
+
+def test_nothing_is_held_outside_a_grounded_value() -> None:
+    assert allowed_after() == EVERY  # before the object
+    assert allowed_after(b'{"', b"who", b'":', b' "', b"Ann", b'",') == EVERY
+
+
+def test_a_quote_continues_only_with_what_follows_in_the_source() -> None:
+    found = allowed_after(b'{"', b"who", b'":', b' "', b"Ann")
+    assert {b" Lee", b'"', b'",', b'"}'} <= found  # on in the source, or the quote ends
+    assert not found & {b" Bo", b"Zed", b"Bob", b"Lee", b"\\"}
+
+
+def test_whitespace_runs_of_the_source_are_one_space() -> None:
+    assert HELD["who"].quoted_text == "Ann Lee met Bob"
+    found = allowed_after(b'{"', b"who", b'":', b' "', b"met")
+    assert b" Bo" in found
+    assert b"  Bob" not in found
+
+
+def test_an_empty_quote_cannot_end_and_the_first_token_is_any_part_of_the_source() -> None:
+    found = allowed_after(b'{"', b"who", b'":', b' "')
+    assert {b"Ann", b"Ann Lee", b'Ann Lee"', b"Bob", b"Bo", b" Lee", b"Lee", b"A", b"B"} <= found
+    assert not found & {b'"', b'",', b"Zed", b"\\"}
+
+
+def test_choices_continue_only_along_a_listed_value() -> None:
+    start = (b'{"', b"who", b'":', b' "', b"Bob", b'",', b'"', b"code", b'":', b' "')
+    assert allowed_after(*start) & {b"A", b"A-1", b'"A-1"', b"B", b"Zed", b'"'} == {
+        b"A",
+        b"A-1",
+        b"B",
+    }
+    found = allowed_after(*start, b"A-1")
+    assert found & {b'"', b'",', b'"}', b"1", b"-"} == {b'"', b'",', b'"}'}
+
+
+def test_a_token_that_opens_the_value_is_held_too() -> None:
+    before = (b'{"', b"who", b'":', b' "', b"Bob", b'",', b'"', b"code", b'":')
+    found = allowed_after(*before)
+    assert b' "A' in found
+    assert b' "Z' not in found
+    assert b'"A-1"' in found
+    assert b"Zed" in found  # no quote: not a string, the grammar rules it out
+
+
+def test_a_token_that_closes_the_key_and_opens_the_value_is_held() -> None:
+    found = allowed_after(b'{"', b"code", held={"code": Grounding(choices=("B-2",))})
+    assert {b'":', b'": "B'} <= found
+    assert b'": "A' not in found
+
+
+def test_a_continued_object_starts_inside_it() -> None:
+    found = allowed_after(b'"', b"code", b'":', b' "', held=HELD, inside=True)
+    assert b"A" in found
+    assert b"Zed" not in found
+    # without inside_object the same text is a key at the wrong depth: not held
+    assert allowed_after(b'"', b"code", b'":', b' "') == EVERY
+
+
+def test_escapes_are_compared_as_written() -> None:
+    held = {"who": Grounding(source='say "hi"')}
+    found = allowed_after(b'{"', b"who", b'":', b' "', held=held)
+    assert b'\\"' in found
+    assert b"Zed" not in found
+
+
+def test_an_unknown_value_is_not_held_once_it_is_off() -> None:
+    # the grammar can force a token the processor pushed down; it then lets go
+    assert allowed_after(b'{"', b"who", b'":', b' "', b"Zed") == EVERY
+
+
+class Form(arq.Reasoning):
+    who: Annotated[str, arq.verbatim_in("notes")] = arq.query("Who?")
+    code: Annotated[str, arq.one_of("codes")] = arq.query("Which code?")
+    both: Annotated[str, arq.one_of("codes"), arq.verbatim_in("notes")] = arq.query("Both?")
+    many: Annotated[list[str], arq.one_of("codes")] = arq.query("Which codes?")
+    plain: str = arq.answer("Anything.")
+
+
+def test_grounding_follows_the_checks_and_the_context() -> None:
+    context = {"notes": "Ann Lee took B-2", "codes": ["A-1", "B-2", "A-1"]}
+    found = grounding(Form.model_fields, context)
+    assert found == {
+        "who": Grounding(source="Ann Lee took B-2"),
+        "code": Grounding(choices=("A-1", "B-2")),
+        "both": Grounding(choices=("B-2",)),  # the choices quoted from the notes
+    }
+    assert grounding(Form.model_fields, {"codes": ["A-1"]}) == {
+        "code": Grounding(choices=("A-1",)),
+        "both": Grounding(choices=("A-1",)),
+    }
+    assert grounding(Form.model_fields, None) == {}
+
+
+def test_a_grounding_has_choices_or_a_source() -> None:
+    with pytest.raises(ValueError, match="choices or a source"):
+        Grounding()
+    with pytest.raises(ValueError, match="choices or a source"):
+        Grounding(choices=("a",), source="a")
+    assert Grounding(choices=("a", "b")).without(["a"]) == Grounding(choices=("b",))
+    assert Grounding(choices=("a",)).without(["a"]) is None
+    assert Grounding(source="a b").without(["a"]) == Grounding(source="a b")
+
+
+def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None:
+    context = {"notes": "Ann Lee took B-2", "codes": ["A-1", "B-2"]}
+    request = PromptBuilder().build(Form, context)
+    assert set(request.grounding) == {"who", "code", "both"}
+    assert "grounding" not in request.to_dict()  # it follows from the schema and context
+    repair = PromptBuilder().repair(
+        request, accepted={"who": "Ann Lee"}, failure=None, prefill=True, rejected=['"A-1"']
+    )
+    assert repair.grounding == {
+        "code": Grounding(choices=("B-2",)),
+        "both": Grounding(choices=("B-2",)),
+    }
+    every = PromptBuilder().repair(
+        request, accepted={"who": "Ann Lee"}, failure=None, rejected=['"A-1"', '"B-2"']
+    )
+    assert "code" not in every.grounding  # nothing left to offer: only the check holds it
