@@ -5,7 +5,7 @@ model must think through. arq renders it into a prompt, parses the model's JSON 
 streams and checks every step as soon as it is complete.
 """
 
-from arq.checks import ContextError, CrossCheck, check, covers, one_of, verbatim_in
+from arq.checks import ContextError, CrossCheck, Grounding, check, covers, one_of, verbatim_in
 from arq.errors import (
     ArqError,
     BackendError,
@@ -53,6 +53,7 @@ __all__ = [
     "Event",
     "Executor",
     "Finding",
+    "Grounding",
     "Message",
     "ObjectCompleted",
     "OutputError",

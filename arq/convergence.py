@@ -143,6 +143,7 @@ class RunLoop(Generic[SchemaT]):
             failure=failure,
             prefill=prefill,
             rejected=self.rejected.get(first, ()),
+            context=self.context,
         )
 
     async def _call_with_retries(

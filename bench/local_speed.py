@@ -5,8 +5,9 @@
 For each thread count it loads SmolLM2-135M through `LlamaCppBackend` and evaluates the
 prompt of a 16-step form (`convergence_tasks.py`) from an empty cache. Then it generates
 the form's answer greedily under the schema's grammar (through the backend, as a run sees
-it), and the same number of tokens with no grammar (llama.cpp directly). It prints the
-median tokens per second of each over the repeats. Run it with the machine otherwise
+it), once with its names and ids grounded (`Request.grounding`, as the executor builds it)
+and once without, and the same number of tokens with no grammar (llama.cpp directly). It
+prints the median tokens per second of each over the repeats. Run it with the machine otherwise
 idle: two processes sharing the cores halve every figure.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -32,7 +34,7 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
     tokens = backend.prompt_tokens(request)  # loads the model
     llm = backend._llm  # the worker thread is idle between the calls below
     settings = Settings(max_tokens=400, temperature=0.0, seed=0)
-    found: dict[str, list[float]] = {"prompt": [], "grammar": [], "free": []}
+    found: dict[str, list[float]] = {"prompt": [], "grounded": [], "grammar": [], "free": []}
 
     async def generate(req: arq.Request) -> tuple[int, float]:
         start = time.perf_counter()
@@ -49,6 +51,8 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
             found["prompt"].append(len(tokens) / (time.perf_counter() - start))
             # the prompt is evaluated now: what follows times generation alone
             count, seconds = asyncio.run(generate(request))
+            found["grounded"].append(count / seconds)
+            count, seconds = asyncio.run(generate(dataclasses.replace(request, grounding={})))
             found["grammar"].append(count / seconds)
             found["free"].append(free_generation(llm, tokens, count))
     finally:
@@ -56,7 +60,9 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
     print(
         f"threads={threads}: prompt of {len(tokens)} tokens evaluated at"
         f" {statistics.median(found['prompt']):.0f} tokens/s; generation"
-        f" {statistics.median(found['grammar']):.1f} tokens/s under the grammar,"
+        f" {statistics.median(found['grounded']):.1f} tokens/s under the grammar with"
+        f" {len(request.grounding)} steps grounded,"
+        f" {statistics.median(found['grammar']):.1f} tokens/s under the grammar alone,"
         f" {statistics.median(found['free']):.1f} tokens/s with no grammar"
         f" (medians of {repeats})",
         flush=True,

@@ -7,7 +7,7 @@ from typing import Annotated
 import pytest
 
 import arq
-from arq.backends.grounded import PENALTY, Grounded
+from arq.backends.grounded import PENALTY, REFUSED_PENALTY, Grounded
 from arq.backends.tokens import TokenTable
 from arq.checks import Grounding, grounding
 from arq.prompt import PromptBuilder
@@ -158,3 +158,16 @@ def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None
         request, accepted={"who": "Ann Lee"}, failure=None, rejected=['"A-1"', '"B-2"']
     )
     assert "code" not in every.grounding  # nothing left to offer: only the check holds it
+
+
+def test_a_quote_that_can_only_become_a_refused_one_is_a_last_resort() -> None:
+    processor = Grounded(
+        TokenTable(PIECES), HELD, start=len(PROMPT), refused={"who": ['"Ann Lee"', "7"]}
+    )
+    answer = [ID[piece] for piece in (b'{"', b"who", b'":', b' "')]
+    out = processor(np.array(PROMPT + answer), np.zeros(len(PIECES), dtype=np.float32))
+    score = {piece: float(out[i]) for i, piece in enumerate(PIECES)}
+    # "Ann" is quoted only where "Ann Lee" begins: a way back to the refused quote
+    assert score[b"Ann"] == score[b"Ann Lee"] == -REFUSED_PENALTY
+    assert score[b"Bob"] == score[b" Lee"] == score[b"Lee"] == 0  # other places, other quotes
+    assert score[b"Zed"] == -PENALTY

@@ -21,6 +21,7 @@ EXPECTED = [
     "Event",
     "Executor",
     "Finding",
+    "Grounding",
     "Message",
     "ObjectCompleted",
     "OutputError",

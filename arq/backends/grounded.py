@@ -23,16 +23,30 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arq.backends.tokens import TokenTable
 from arq.checks import Grounding
 
-__all__ = ["PENALTY", "Grounded"]
+__all__ = ["PENALTY", "REFUSED_PENALTY", "Grounded"]
 
 PENALTY = 1e5
+REFUSED_PENALTY = 1e4  # a quote that can only become a refused one: last resort, not banned
 _WHITESPACE = b" \t\n\r"
+
+
+def _string_values(texts: Sequence[str]) -> list[str]:
+    """The strings among JSON texts (refused values as written; others are not quotes)."""
+    found = []
+    for text in texts:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, str):
+            found.append(value)
+    return found
 
 
 def _json_content(text: str) -> bytes:
@@ -54,21 +68,24 @@ class _Choices:
     def closed_ok(self, content: bytes) -> bool:
         return content in self._exact
 
-    def continuing(self, content: bytes) -> set[int]:
+    def continuing(self, content: bytes) -> tuple[set[int], set[int]]:
+        """Tokens that keep `content` on the way to a choice, and none that lead only to a
+        refused one (the request's choices leave refused ones out)."""
         found: set[int] = set()
         for choice in self.contents:
             if choice.startswith(content) and len(choice) > len(content):
                 found.update(self.table.prefixes_of(choice[len(content) :], proper=False))
-        return found
+        return found, set()
 
 
 class _Quote:
-    """The value is a non-empty quote of `source`."""
+    """The value is a non-empty quote of `source`, and preferably none of `refused`."""
 
-    def __init__(self, table: TokenTable, source: str) -> None:
+    def __init__(self, table: TokenTable, source: str, refused: Sequence[str] = ()) -> None:
         self.table = table
         self.source = _json_content(source)
-        self._first: set[int] | None = None  # what may start a quote: the same each time
+        self.refused = [_json_content(text) for text in refused]
+        self._first: tuple[set[int], set[int]] | None = None  # the same for every value
 
     def open_ok(self, content: bytes) -> bool:
         return content in self.source
@@ -76,22 +93,33 @@ class _Quote:
     def closed_ok(self, content: bytes) -> bool:
         return bool(content) and content in self.source
 
-    def continuing(self, content: bytes) -> set[int]:
+    def continuing(self, content: bytes) -> tuple[set[int], set[int]]:
+        """Tokens that keep `content` a quote, and those of them that lead only to a refused
+        quote: where each place `content` could be quoted from, the source goes on with a
+        refused quote that the token does not go past. ("Lea" is begun only at "Lea Sato";
+        if that was refused, "Lea" is a way back to it.)"""
         if not content and self._first is not None:
             return self._first
         reach = self.table.longest
         found: set[int] = set()
-        followers: set[bytes] = set()
+        free: set[int] = set()
+        places: set[tuple[bytes, int]] = set()  # what follows, and how much of it is refused
         at = self.source.find(content)
         while at >= 0:
             end = at + len(content)
-            followers.add(self.source[end : end + reach])
+            refused = max(
+                (len(r) for r in self.refused if self.source.startswith(r, at)), default=0
+            )
+            places.add((self.source[end : end + reach], refused - len(content)))
             at = self.source.find(content, at + 1) if end < len(self.source) else -1
-        for rest in followers:
-            found.update(self.table.prefixes_of(rest, proper=False))
+        for rest, doomed_length in places:
+            tokens = self.table.prefixes_of(rest, proper=False)
+            found.update(tokens)
+            free.update(t for t in tokens if len(self.table.pieces[t]) > doomed_length)
+        result = (found, found - free)
         if not content:
-            self._first = found
-        return found
+            self._first = result
+        return result
 
 
 class _Reader:
@@ -151,6 +179,7 @@ class Grounded:
         start: int,
         *,
         inside_object: bool = False,
+        refused: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.table = table
         self.spaces: dict[bytes, _Choices | _Quote] = {}
@@ -158,7 +187,8 @@ class Grounded:
             if held.choices is not None:
                 self.spaces[_json_content(step)] = _Choices(table, held.choices)
             elif held.quoted_text is not None:
-                self.spaces[_json_content(step)] = _Quote(table, held.quoted_text)
+                texts = _string_values((refused or {}).get(step, ()))
+                self.spaces[_json_content(step)] = _Quote(table, held.quoted_text, texts)
         self.reader = _Reader(depth=1 if inside_object else 0)
         self._seen = start
         self._quotes = set(table.with_quote)
@@ -173,12 +203,14 @@ class Grounded:
             space = self.spaces[reader.key]
             if not space.open_ok(content):
                 return scores  # off already (the grammar forced it): nothing left to hold
-            allowed = space.continuing(content) - self._quotes
+            allowed, doomed = space.continuing(content)
+            allowed = allowed - self._quotes
             allowed.update(t for t in self.table.with_quote if self._grounded_after(t))
             ids = sorted(allowed)
             keep = scores[ids].copy()
             scores -= PENALTY
             scores[ids] = keep
+            scores[sorted(doomed - self._quotes)] -= REFUSED_PENALTY
         elif self._near_value():  # only a token with a quote can open the value
             off = [t for t in self.table.with_quote if not self._grounded_after(t)]
             scores[off] -= PENALTY

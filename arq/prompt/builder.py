@@ -25,8 +25,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from arq.checks import Grounding, grounding
-from arq.errors import OutputError, StepError, TemplateError
+from arq.errors import NO_VALUE, OutputError, StepError, TemplateError
 from arq.jsonschema import json_schema
+from arq.prompt.evidence import evidence
 from arq.prompt.skeleton import context_text, example_json, render_skeleton
 from arq.schema import Reasoning, steps
 
@@ -251,6 +252,7 @@ class PromptBuilder:
         failure: OutputError | None,
         prefill: bool = False,
         rejected: Sequence[str] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> Request:
         """The request that redoes `request` from its first step not in `accepted`.
 
@@ -261,18 +263,24 @@ class PromptBuilder:
         question and instruction and names the error; `failure` None means the earlier
         stream broke off without an error in the answer. Built from `request` alone, so
         it does not grow with attempts: only the latest failure is shown. `rejected` are
-        the JSON texts of values the first redone step already had rejected.
+        the JSON texts of values the first redone step already had rejected. With the
+        run's `context`, the turn also quotes the context lines that the failing step's
+        question and error point at (`arq.prompt.evidence`).
         """
         names = [s for s in request.steps if s not in accepted]
         if not names:
             raise ValueError("every step is accepted: there is nothing to repair")
         kept = {name: accepted[name] for name in request.steps if name in accepted}
         info = {s.name: s for s in steps(request.schema)}[names[0]]
+        failure_text = _failure_text(failure, info.name)
+        query = " ".join([info.name, info.question, info.instruction or "", failure_text])
+        refused = [*rejected, *_value_text(failure)]
         variables = {
             "step": info,
             "kept": list(kept),
             "remaining": names if not prefill else list(request.steps),
-            "failure": _failure_text(failure, info.name),
+            "failure": failure_text,
+            "evidence": evidence(context, query, leave_out=refused),
             "output_format": render_skeleton(request.schema, names),
             "prefill": prefill,
         }
@@ -389,6 +397,13 @@ def _refused_values(rejected: Sequence[str]) -> list[Any]:
         with contextlib.suppress(ValueError):
             values.append(json.loads(text))
     return values
+
+
+def _value_text(failure: OutputError | None) -> list[str]:
+    """The refused value's text, if the failure has one."""
+    if isinstance(failure, StepError) and failure.value is not NO_VALUE:
+        return [str(failure.value)]
+    return []
 
 
 def _failure_text(failure: OutputError | None, step: str) -> str:
