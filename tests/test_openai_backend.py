@@ -6,11 +6,12 @@ import asyncio
 import json
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import openai
 import pytest
 
+import arq
 from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings, TokenCounts
 from arq.backends.openai import PROFILES, OpenAIBackend
 from arq.errors import BackendError
@@ -185,6 +186,36 @@ def test_payload_prompt_mode_has_no_constraint() -> None:
     assert "response_format" not in body
     assert "tools" not in body
     assert "tool_choice" not in body
+
+
+class Picked(arq.Reasoning):
+    code: Annotated[str, arq.one_of("codes")] = arq.query("Which code?")
+    quote: Annotated[str, arq.verbatim_in("notes")] = arq.answer("Quote the notes.")
+
+
+@pytest.mark.parametrize(
+    ("mode", "path"),
+    [
+        ("json_schema", ("response_format", "json_schema", "schema")),
+        ("json_object_schema", ("response_format", "schema")),
+        ("tool", ("tools", 0, "function", "parameters")),
+    ],
+)
+def test_payload_narrows_one_of_steps_to_the_runs_choices(
+    mode: OutputMode, path: tuple[Any, ...]
+) -> None:
+    request = PromptBuilder().build(Picked, {"codes": ["A-1", "B-2"], "notes": "Ann Lee"})
+    schema: Any = payload(mode, request)
+    for part in path:
+        schema = schema[part]
+    assert schema["properties"]["code"]["enum"] == ["A-1", "B-2"]
+    assert "enum" not in schema["properties"]["quote"]  # a quote has no JSON Schema form
+    assert "enum" not in json_schema(Picked, "openai-strict")["properties"]["code"]  # a copy
+    repair = PromptBuilder().repair(request, accepted={}, failure=None, rejected=['"A-1"'])
+    schema = payload(mode, repair)
+    for part in path:
+        schema = schema[part]
+    assert schema["properties"]["code"]["enum"] == ["B-2"]  # a refused choice is not offered
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ retries transport errors itself, and two retry layers would multiply the attempt
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Literal
 
@@ -141,17 +142,22 @@ class OpenAIBackend:
             # a constrained answer would start a new object: a continuation is unconstrained
             messages.append({"role": "assistant", "content": request.prefill})
         elif caps.output == "json_schema":
-            strict = json_schema(request.schema, "openai-strict", steps=request.steps)
+            strict = _with_choices(
+                json_schema(request.schema, "openai-strict", steps=request.steps), request
+            )
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": name, "schema": strict, "strict": True},
             }
         elif caps.output == "json_object_schema":
-            body["response_format"] = {"type": "json_object", "schema": request.output_schema}
+            schema = _with_choices(request.output_schema, request)
+            body["response_format"] = {"type": "json_object", "schema": schema}
         elif caps.output == "json_object":
             body["response_format"] = {"type": "json_object"}
         elif caps.output == "tool":
-            strict = json_schema(request.schema, "openai-strict", steps=request.steps)
+            strict = _with_choices(
+                json_schema(request.schema, "openai-strict", steps=request.steps), request
+            )
             function = {"name": name, "parameters": strict, "strict": True}
             body["tools"] = [{"type": "function", "function": function}]
             body["tool_choice"] = {"type": "function", "function": {"name": name}}
@@ -257,3 +263,20 @@ def _translated(exc: Exception) -> Exception:
     if type(exc).__module__.partition(".")[0] in ("httpx", "httpx2", "httpcore", "h11"):
         return BackendError(redact(f"the stream broke off: {exc!r}"), retryable=True)
     return exc
+
+
+def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
+    """`schema` with each step held by `one_of` narrowed to the run's choices (an `enum`),
+    so a server that enforces the schema holds the value to them. Quotes of a source
+    (`verbatim_in`) have no JSON Schema form and are left to the check."""
+    choices = {
+        step: held.choices for step, held in request.grounding.items() if held.choices is not None
+    }
+    properties = schema.get("properties", {})
+    if not any(step in properties for step in choices):
+        return schema
+    narrowed = copy.deepcopy(schema)
+    for step, allowed in choices.items():
+        if step in narrowed["properties"]:
+            narrowed["properties"][step]["enum"] = list(allowed)
+    return narrowed
