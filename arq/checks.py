@@ -281,8 +281,8 @@ def grounding(
     """The `Grounding` of each field of type `str` held by `one_of` or `verbatim_in`.
 
     Fields whose check reads a key the context lacks are left out (validation reports the
-    missing key). A field with both checks is held to its choices that are quoted from
-    the source, the stricter of the two.
+    missing key), and so are fields no value could pass (no choices). A field with both
+    checks is held to its choices that are quoted from the source.
     """
     found: dict[str, Grounding] = {}
     if not context:
@@ -304,9 +304,11 @@ def grounding(
                 quote = (_as_text(context[key]), normalize)
         if choices is not None and quote is not None:
             text = _normal(quote[0]) if quote[1] else quote[0]
-            choices = [c for c in choices if (_normal(c) if quote[1] else c) in text]
+            needles = ((_normal(c) if quote[1] else c, c) for c in choices)
+            choices = [c for needle, c in needles if needle and needle in text]
         if choices is not None:
-            found[name] = Grounding(choices=tuple(dict.fromkeys(choices)))
+            if choices:  # none left: no value can pass, and the check says why
+                found[name] = Grounding(choices=tuple(dict.fromkeys(choices)))
         elif quote is not None:
             found[name] = Grounding(source=quote[0], normalize_whitespace=quote[1])
     return found

@@ -7,7 +7,7 @@ from typing import Annotated
 import pytest
 
 import arq
-from arq.backends.grounded import PENALTY, REFUSED_PENALTY, Grounded
+from arq.backends.grounded import PENALTY, Grounded
 from arq.backends.tokens import TokenTable
 from arq.checks import Grounding, grounding
 from arq.prompt import PromptBuilder
@@ -18,7 +18,8 @@ PIECES = [
     b"{", b'{"', b"who", b"code", b'":', b" ", b' "', b'"', b'",', b'"}', b"}", b",",
     b"Ann", b"Bo", b" Bo", b"Bob", b"Lee", b" Lee", b"Zed", b"Ann Lee", b'Ann Lee"',
     b"A", b"B", b"-", b"1", b"2", b"A-1", b'"A-1"', b' "A', b' "Z', b"\\", b'\\"', b"x",
-    b"met", b" met", b"  Bob", b'": "A', b'": "B',
+    b"met", b" met", b"  Bob", b'": "A', b'": "B', b':",', b":", b"[", b"]", b'"x"', b" ",
+    b"n", b"\\n",
 ]  # fmt: skip
 ID = {piece: i for i, piece in enumerate(PIECES)}
 PROMPT = [ID[b"x"], ID[b"x"]]  # whatever the prompt holds is not the answer
@@ -130,6 +131,12 @@ def test_grounding_follows_the_checks_and_the_context() -> None:
         "both": Grounding(choices=("A-1",)),
     }
     assert grounding(Form.model_fields, None) == {}
+    # no choice is quoted from the notes, or there is none: nothing can pass, nothing held
+    assert grounding(Form.model_fields, {"notes": "nobody", "codes": ["A-1", ""]}) == {
+        "who": Grounding(source="nobody"),
+        "code": Grounding(choices=("A-1", "")),
+    }
+    assert grounding(Form.model_fields, {"codes": []}) == {}
 
 
 def test_a_grounding_has_choices_or_a_source() -> None:
@@ -160,14 +167,38 @@ def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None
     assert "code" not in every.grounding  # nothing left to offer: only the check holds it
 
 
-def test_a_quote_that_can_only_become_a_refused_one_is_a_last_resort() -> None:
-    processor = Grounded(
-        TokenTable(PIECES), HELD, start=len(PROMPT), refused={"who": ['"Ann Lee"', "7"]}
+def test_a_token_between_the_key_and_the_colon_cannot_open_the_value_off_its_choices() -> None:
+    found = allowed_after(b'{"', b"code", b'"')
+    assert b":" in found
+    assert b':",' not in found  # it would open the value with "," already written
+
+
+def test_strings_below_the_top_level_are_not_held() -> None:
+    held = {"who": Grounding(choices=("B-2",))}
+    # a key "who" inside a nested object, and a string in an array: not the step's value
+    assert (
+        allowed_after(b'{"', b"code", b'":', b"{", b'"', b"who", b'":', b' "', held=held) == EVERY
     )
-    answer = [ID[piece] for piece in (b'{"', b"who", b'":', b' "')]
-    out = processor(np.array(PROMPT + answer), np.zeros(len(PIECES), dtype=np.float32))
-    score = {piece: float(out[i]) for i, piece in enumerate(PIECES)}
-    # "Ann" is quoted only where "Ann Lee" begins: a way back to the refused quote
-    assert score[b"Ann"] == score[b"Ann Lee"] == -REFUSED_PENALTY
-    assert score[b"Bob"] == score[b" Lee"] == score[b"Lee"] == 0  # other places, other quotes
-    assert score[b"Zed"] == -PENALTY
+    assert allowed_after(b'{"', b"who", b'":', b"[", b'"', held=held) == EVERY
+    # back at the top level, the next grounded value is held again
+    after = (b'{"', b"code", b'":', b"[", b'"x"', b"]", b",", b'"', b"who", b'":', b' "')
+    assert b"Zed" not in allowed_after(*after, held=held)
+
+
+def test_escaped_quotes_in_an_earlier_value_do_not_end_it() -> None:
+    answer = (b'{"', b"code", b'":', b' "', b'\\"', b'",', b'"', b"who", b'":', b' "')
+    found = allowed_after(*answer)
+    assert b"Ann" in found
+    assert b"Zed" not in found
+
+
+def test_a_quote_is_neither_blank_nor_begun_inside_an_escape() -> None:
+    held = {"who": Grounding(source="a\nb c", normalize_whitespace=False)}
+    found = allowed_after(b'{"', b"who", b'":', b' "', held=held)
+    assert b"\\n" in found  # the newline, written as JSON writes it
+    assert b"n" not in found  # the "n" of "\\n" is not a character of the source
+    found = allowed_after(
+        b'{"', b"who", b'":', b' "', b" ", held={"who": Grounding(source="Ann Lee")}
+    )
+    assert b'"' not in found  # a quote of only a space fails verbatim_in
+    assert b"Lee" in found

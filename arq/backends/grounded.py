@@ -5,7 +5,8 @@ the value is one of the ids, or a quote of the record (`arq.checks.Grounding`). 
 cannot say so, since it is built from the schema alone, but a logits processor can. While
 the answer writes the value of such a step, `Grounded` pushes down every token that would
 take the value off them, so a small model can still pick the wrong id or quote the wrong
-line, but it cannot write an id that is not listed or a name the record does not hold.
+line, but does not write an id that is not listed or a name the record does not hold
+(unless the grammar leaves it no other token).
 The check runs as before; nothing is accepted because it was steered.
 
 The processor follows the answer's JSON as it is written: the key at the object's top
@@ -14,44 +15,58 @@ level, whether a string is a key or a value, and the value's text as the model w
 tokens with a quote can open or close a string, and there are few of them (163 of
 SmolLM2's 49,152), so those are tried one by one; a token without one continues the value
 and is looked up from the text that may follow (`TokenTable.prefixes_of`). The penalty is
-finite and above the exclusion's: a token the grammar forces is still taken, and when the
-only grounded continuations complete a rejected value, that value is written again and
-the executor's same-failure rule ends the run.
+finite and above the exclusion's: a token the grammar forces is still taken (the value is
+then let go), and when the only grounded continuations complete a rejected value, that
+value is written again and the executor's same-failure rule ends the run.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from arq.backends.tokens import TokenTable
 from arq.checks import Grounding
 
-__all__ = ["PENALTY", "REFUSED_PENALTY", "Grounded"]
+__all__ = ["PENALTY", "Grounded"]
 
 PENALTY = 1e5
-REFUSED_PENALTY = 1e4  # a quote that can only become a refused one: last resort, not banned
 _WHITESPACE = b" \t\n\r"
 
 
-def _string_values(texts: Sequence[str]) -> list[str]:
-    """The strings among JSON texts (refused values as written; others are not quotes)."""
-    found = []
-    for text in texts:
-        try:
-            value = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(value, str):
-            found.append(value)
-    return found
-
-
 def _json_content(text: str) -> bytes:
-    """`text` as it is written between the quotes of a JSON string."""
-    return json.dumps(text, ensure_ascii=False)[1:-1].encode()
+    """`text` as it is written between the quotes of a JSON string (a lone surrogate gives
+    bytes no model writes, so it matches nothing rather than failing)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
+
+
+def _inside_escapes(content: bytes) -> frozenset[int]:
+    """Offsets of `content` (JSON string text) inside an escape, where no quote can start:
+    the "n" of "\\n" is not a character of the text."""
+    inside: set[int] = set()
+    i = 0
+    while i < len(content):
+        if content[i] == 0x5C:  # backslash
+            length = 6 if content[i + 1 : i + 2] == b"u" else 2
+            inside.update(range(i + 1, min(i + length, len(content))))
+            i += length
+        else:
+            i += 1
+    return frozenset(inside)
+
+
+@functools.lru_cache(maxsize=16)
+def _quote_starts(table: TokenTable, source: bytes) -> frozenset[int]:
+    """The tokens that may begin a quote of `source`: the same for every value, every
+    request and every repair that quotes it, so computed once."""
+    inside = _inside_escapes(source)
+    found: set[int] = set()
+    for rest in {source[at : at + table.longest] for at in range(len(source)) if at not in inside}:
+        found.update(table.prefixes_of(rest, proper=False))
+    return frozenset(found)
 
 
 class _Choices:
@@ -68,64 +83,62 @@ class _Choices:
     def closed_ok(self, content: bytes) -> bool:
         return content in self._exact
 
-    def continuing(self, content: bytes) -> tuple[set[int], set[int]]:
-        """Tokens that keep `content` on the way to a choice, and none that lead only to a
-        refused one (the request's choices leave refused ones out)."""
+    def continuing(self, content: bytes) -> set[int]:
+        """Tokens (without a quote) that keep `content` on the way to a choice."""
         found: set[int] = set()
         for choice in self.contents:
             if choice.startswith(content) and len(choice) > len(content):
                 found.update(self.table.prefixes_of(choice[len(content) :], proper=False))
-        return found, set()
+        return found
 
 
 class _Quote:
-    """The value is a non-empty quote of `source`, and preferably none of `refused`."""
+    """The value is a quote of `source` with more than whitespace in it."""
 
-    def __init__(self, table: TokenTable, source: str, refused: Sequence[str] = ()) -> None:
+    def __init__(self, table: TokenTable, source: str) -> None:
         self.table = table
         self.source = _json_content(source)
-        self.refused = [_json_content(text) for text in refused]
-        self._first: tuple[set[int], set[int]] | None = None  # the same for every value
+        self._inside = _inside_escapes(self.source)
 
-    def open_ok(self, content: bytes) -> bool:
-        return content in self.source
-
-    def closed_ok(self, content: bytes) -> bool:
-        return bool(content) and content in self.source
-
-    def continuing(self, content: bytes) -> tuple[set[int], set[int]]:
-        """Tokens that keep `content` a quote, and those of them that lead only to a refused
-        quote: where each place `content` could be quoted from, the source goes on with a
-        refused quote that the token does not go past. ("Lea" is begun only at "Lea Sato";
-        if that was refused, "Lea" is a way back to it.)"""
-        if not content and self._first is not None:
-            return self._first
-        reach = self.table.longest
-        found: set[int] = set()
-        free: set[int] = set()
-        places: set[tuple[bytes, int]] = set()  # what follows, and how much of it is refused
+    def _places(self, content: bytes) -> list[int]:
+        """Where in the source a quote that begins with `content` can begin."""
+        found = []
         at = self.source.find(content)
         while at >= 0:
-            end = at + len(content)
-            refused = max(
-                (len(r) for r in self.refused if self.source.startswith(r, at)), default=0
-            )
-            places.add((self.source[end : end + reach], refused - len(content)))
-            at = self.source.find(content, at + 1) if end < len(self.source) else -1
-        for rest, doomed_length in places:
-            tokens = self.table.prefixes_of(rest, proper=False)
-            found.update(tokens)
-            free.update(t for t in tokens if len(self.table.pieces[t]) > doomed_length)
-        result = (found, found - free)
+            if at not in self._inside:
+                found.append(at)
+            at = self.source.find(content, at + 1)
+        return found
+
+    def open_ok(self, content: bytes) -> bool:
+        return not content or bool(self._places(content))
+
+    def closed_ok(self, content: bytes) -> bool:
+        return bool(content.strip(_WHITESPACE)) and bool(self._places(content))
+
+    def continuing(self, content: bytes) -> set[int]:
+        """Tokens (without a quote) that keep `content` a quote of the source."""
         if not content:
-            self._first = result
-        return result
+            return set(_quote_starts(self.table, self.source))
+        reach, found = self.table.longest, set()
+        for rest in {self.source[at + len(content) :][:reach] for at in self._places(content)}:
+            found.update(self.table.prefixes_of(rest, proper=False))
+        return found
 
 
 class _Reader:
     """Where the answer's JSON stands: which top-level key, and inside which string."""
 
-    __slots__ = ("after_colon", "content", "depth", "escaped", "in_string", "key", "role")
+    __slots__ = (
+        "after_colon",
+        "awaiting",
+        "content",
+        "depth",
+        "escaped",
+        "in_string",
+        "key",
+        "role",
+    )
 
     def __init__(self, depth: int) -> None:
         self.depth = depth  # 1 when the answer continues an object its prefill opened
@@ -134,7 +147,8 @@ class _Reader:
         self.role = ""  # of the string being written: "key", "value" (top level) or ""
         self.content = bytearray()
         self.key = b""  # the latest top-level key
-        self.after_colon = False  # a top-level value is due and has not started
+        self.awaiting = False  # that key is written and its value has not started
+        self.after_colon = False  # ... and the colon before the value is written too
 
     def feed(self, data: bytes) -> None:
         for byte in data:
@@ -143,6 +157,7 @@ class _Reader:
                     self.in_string = False
                     if self.role == "key":
                         self.key = bytes(self.content)
+                        self.awaiting = True
                     continue
                 self.escaped = byte == 0x5C and not self.escaped
                 self.content.append(byte)
@@ -151,6 +166,8 @@ class _Reader:
                 continue
             starts_value = self.after_colon
             self.after_colon = False
+            colon = byte == 0x3A and self.depth == 1
+            self.awaiting = self.awaiting and colon
             if byte == 0x22:
                 self.in_string = True
                 self.content = bytearray()
@@ -160,7 +177,7 @@ class _Reader:
                 self.depth += 1
             elif byte in b"}]":
                 self.depth -= 1
-            elif byte == 0x3A and self.depth == 1:  # colon
+            elif colon:
                 self.after_colon = True
 
 
@@ -179,7 +196,6 @@ class Grounded:
         start: int,
         *,
         inside_object: bool = False,
-        refused: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.table = table
         self.spaces: dict[bytes, _Choices | _Quote] = {}
@@ -187,8 +203,7 @@ class Grounded:
             if held.choices is not None:
                 self.spaces[_json_content(step)] = _Choices(table, held.choices)
             elif held.quoted_text is not None:
-                texts = _string_values((refused or {}).get(step, ()))
-                self.spaces[_json_content(step)] = _Quote(table, held.quoted_text, texts)
+                self.spaces[_json_content(step)] = _Quote(table, held.quoted_text)
         self.reader = _Reader(depth=1 if inside_object else 0)
         self._seen = start
         self._quotes = set(table.with_quote)
@@ -203,14 +218,12 @@ class Grounded:
             space = self.spaces[reader.key]
             if not space.open_ok(content):
                 return scores  # off already (the grammar forced it): nothing left to hold
-            allowed, doomed = space.continuing(content)
-            allowed = allowed - self._quotes
+            allowed = space.continuing(content) - self._quotes
             allowed.update(t for t in self.table.with_quote if self._grounded_after(t))
             ids = sorted(allowed)
             keep = scores[ids].copy()
             scores -= PENALTY
             scores[ids] = keep
-            scores[sorted(doomed - self._quotes)] -= REFUSED_PENALTY
         elif self._near_value():  # only a token with a quote can open the value
             off = [t for t in self.table.with_quote if not self._grounded_after(t)]
             scores[off] -= PENALTY
@@ -220,7 +233,7 @@ class Grounded:
         """A grounded value is due, or its key is being written: a quote token may reach it."""
         reader = self.reader
         if not reader.in_string:
-            return reader.after_colon and reader.key in self.spaces
+            return reader.awaiting and reader.key in self.spaces
         return reader.role == "key" and any(
             key.startswith(bytes(reader.content)) for key in self.spaces
         )

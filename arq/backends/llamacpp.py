@@ -399,12 +399,7 @@ class LlamaCppBackend:
         found: list[Any] = []
         if grounding:
             inside = bool(request.prefill)
-            refused = {request.steps[0]: request.rejected} if request.steps else {}
-            found.append(
-                Grounded(
-                    self._tokens, grounding, len(prompt), inside_object=inside, refused=refused
-                )
-            )
+            found.append(Grounded(self._tokens, grounding, len(prompt), inside_object=inside))
         if request.rejected:
             found.append(Exclusion(self._tokens, request.rejected, start=len(prompt)))
         return found

@@ -39,8 +39,11 @@ class TokenTable:
         unless `proper` is False)."""
         found = []
         for end in range(1, len(text) + (not proper)):
-            i = bisect_left(self._sorted, text[:end])
-            while i < len(self._sorted) and self._sorted[i] == text[:end]:
+            prefix = text[:end]
+            i = bisect_left(self._sorted, prefix)
+            while i < len(self._sorted) and self._sorted[i] == prefix:
                 found.append(self._order[i])
                 i += 1
+            if i == len(self._sorted) or not self._sorted[i].startswith(prefix):
+                break  # no token starts with this prefix: none is a longer prefix of text
         return found
