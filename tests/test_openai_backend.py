@@ -188,52 +188,48 @@ def test_payload_prompt_mode_has_no_constraint() -> None:
     assert "tool_choice" not in body
 
 
+# where each output mode puts the schema in the payload
+SCHEMA_PATHS = [
+    ("json_schema", ("response_format", "json_schema", "schema")),
+    ("json_object_schema", ("response_format", "schema")),
+    ("tool", ("tools", 0, "function", "parameters")),
+]
+
+
+def sent_schema(mode: OutputMode, path: tuple[str | int, ...], request: Request) -> Any:
+    """The schema the payload for `request` sends, found along `path`."""
+    schema: Any = payload(mode, request)
+    for part in path:
+        schema = schema[part]
+    return schema
+
+
 class Picked(arq.Reasoning):
     code: Annotated[str, arq.one_of("codes")] = arq.query("Which code?")
     quote: Annotated[str, arq.verbatim_in("notes")] = arq.answer("Quote the notes.")
 
 
-@pytest.mark.parametrize(
-    ("mode", "path"),
-    [
-        ("json_schema", ("response_format", "json_schema", "schema")),
-        ("json_object_schema", ("response_format", "schema")),
-        ("tool", ("tools", 0, "function", "parameters")),
-    ],
-)
+@pytest.mark.parametrize(("mode", "path"), SCHEMA_PATHS)
 def test_payload_narrows_one_of_steps_to_the_runs_choices(
-    mode: OutputMode, path: tuple[Any, ...]
+    mode: OutputMode, path: tuple[str | int, ...]
 ) -> None:
     request = PromptBuilder().build(Picked, {"codes": ["A-1", "B-2"], "notes": "Ann Lee"})
-    schema: Any = payload(mode, request)
-    for part in path:
-        schema = schema[part]
+    schema = sent_schema(mode, path, request)
     assert schema["properties"]["code"]["enum"] == ["A-1", "B-2"]
     assert "enum" not in schema["properties"]["quote"]  # a quote has no JSON Schema form
     assert "enum" not in json_schema(Picked, "openai-strict")["properties"]["code"]  # a copy
     repair = PromptBuilder().repair(request, accepted={}, failure=None, rejected=['"A-1"'])
-    schema = payload(mode, repair)
-    for part in path:
-        schema = schema[part]
+    schema = sent_schema(mode, path, repair)
     assert schema["properties"]["code"]["enum"] == ["B-2"]  # a refused choice is not offered
 
 
-@pytest.mark.parametrize(
-    ("mode", "path"),
-    [
-        ("json_schema", ("response_format", "json_schema", "schema")),
-        ("json_object_schema", ("response_format", "schema")),
-        ("tool", ("tools", 0, "function", "parameters")),
-    ],
-)
+@pytest.mark.parametrize(("mode", "path"), SCHEMA_PATHS)
 def test_repair_payload_asks_for_the_remaining_steps_only(
     mode: OutputMode, path: tuple[str | int, ...]
 ) -> None:
     request = repair(prefill=False)
     assert list(request.steps) == REMAINING
-    schema: Any = payload(mode, request)
-    for key in path:
-        schema = schema[key]
+    schema = sent_schema(mode, path, request)
     assert list(schema["properties"]) == REMAINING
     assert schema["required"] == REMAINING
 

@@ -390,7 +390,7 @@ class LlamaCppBackend:
     def _steering(self, request: Request, prompt: Sequence[int]) -> list[Any] | None:
         """Logits processors: grounded steps held to `request.grounding`; the first value
         kept off `request.rejected` (a repair of a refused value)."""
-        grounding = {k: v for k, v in request.grounding.items() if k in request.steps}
+        grounding = request.grounding  # the builder keeps it to the steps asked for
         if not request.rejected and not grounding:
             return None
         if self._tokens is None:

@@ -286,8 +286,11 @@ class PromptBuilder:
         }
         held = {name: request.grounding[name] for name in names if name in request.grounding}
         if names[0] in held and rejected:  # a refused choice is not offered again
-            first = held.pop(names[0]).without(_refused_values(rejected))
-            held.update({names[0]: first} if first is not None else {})
+            first = held[names[0]].without(_refused_values(rejected))
+            if first is None:
+                del held[names[0]]
+            else:
+                held[names[0]] = first
         section = Section("repair", "repair.jinja", "user")
         note = self._render(section, variables).strip()
         messages = [dict(m) for m in request.messages]  # copies: requests are snapshots
