@@ -30,6 +30,7 @@ from pydantic import AfterValidator, ValidationInfo
 from pydantic.fields import FieldInfo
 
 from arq.errors import ArqError
+from arq.shape import StringShape
 
 __all__ = [
     "ContextError",
@@ -272,17 +273,26 @@ class Grounding:
         """The source as a quote of it may be written: whitespace runs as one space."""
         if self.source is None:
             return None
-        return _SPACES.sub(" ", self.source) if self.normalize_whitespace else self.source
+        return _quotable(self.source, self.normalize_whitespace)
+
+
+def _quotable(source: str, normalize_whitespace: bool) -> str:
+    return _SPACES.sub(" ", source) if normalize_whitespace else source
 
 
 def grounding(
-    fields: Mapping[str, FieldInfo], context: Mapping[str, Any] | None
+    fields: Mapping[str, FieldInfo],
+    context: Mapping[str, Any] | None,
+    properties: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Grounding]:
     """The `Grounding` of each field of type `str` held by `one_of` or `verbatim_in`.
 
     Fields whose check reads a key the context lacks are left out (validation reports the
     missing key), and so are fields no value could pass (no choices). A field with both
-    checks is held to its choices that are quoted from the source.
+    checks is held to its choices that are quoted from the source. With the fields' JSON
+    Schema `properties`, a field's `pattern` and lengths narrow it further: choices that
+    do not fit are dropped, and a source becomes the list of its quotes that fit, when
+    they are few enough to list (`arq.shape`).
     """
     found: dict[str, Grounding] = {}
     if not context:
@@ -290,7 +300,7 @@ def grounding(
     for name, info in fields.items():
         if info.annotation is not str:
             continue  # lists, unions and the like: only the check holds them
-        choices: list[str] | None = None
+        choices: Sequence[str] | None = None
         quote: tuple[str, bool] | None = None
         for item in info.metadata:
             marked = getattr(getattr(item, "func", None), _GROUNDING_ATTR, None)
@@ -302,11 +312,17 @@ def grounding(
                 choices = allowed if choices is None else [c for c in choices if c in allowed]
             elif quote is None:
                 quote = (_as_text(context[key]), normalize)
+        if choices is None and quote is None:
+            continue
+        shape = StringShape.of((properties or {}).get(name))
         if choices is not None and quote is not None:
             text = _normal(quote[0]) if quote[1] else quote[0]
             needles = ((_normal(c) if quote[1] else c, c) for c in choices)
             choices = [c for needle, c in needles if needle and needle in text]
+        elif quote is not None and shape is not None:
+            choices = shape.quotes(_quotable(*quote))  # None: too many to list, the source is kept
         if choices is not None:
+            choices = shape.choices(choices) if shape is not None else choices
             if choices:  # none left: no value can pass, and the check says why
                 found[name] = Grounding(choices=tuple(dict.fromkeys(choices)))
         elif quote is not None:

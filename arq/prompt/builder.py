@@ -231,17 +231,22 @@ class PromptBuilder:
                 messages[-1]["content"] += "\n\n" + text
             else:
                 messages.append({"role": section.role, "content": text})
+        output_schema = json_schema(schema, dialect="json-schema")
         return Request(
             messages=messages,
             schema=schema,
-            output_schema=json_schema(schema, dialect="json-schema"),
+            output_schema=output_schema,
             steps=tuple(s.name for s in steps(schema)),
             metadata={
                 "schema": schema.__name__,
                 "steps": [s.name for s in steps(schema)],
                 "sections": rendered,
             },
-            grounding=grounding({s.name: s.field for s in steps(schema)}, context),
+            grounding=grounding(
+                {s.name: s.field for s in steps(schema)},
+                context,
+                output_schema.get("properties"),
+            ),
         )
 
     def repair(

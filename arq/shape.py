@@ -1,0 +1,114 @@
+"""What a string step's JSON Schema allows (`pattern`, `minLength`, `maxLength`), for grounding.
+
+A grounded step (`arq.one_of`, `arq.verbatim_in`) is held to its context's values while
+the model writes it; the step's type may allow fewer of them. A choice the pattern refuses,
+or a quote the pattern cannot accept, would lead a constrained decoder into a dead end:
+the grammar allows one set of tokens, the grounding another, and the sampler is left with
+none it likes (a name pattern `^[A-Z][a-z]+ [A-Z][a-z]+$` and a quote begun at "Signed on"
+can only end in a value that is neither). `StringShape` filters choices, and lists the
+quotes of a source that fit, so grounding holds the value to those instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from re import _constants, _parser  # type: ignore[attr-defined]  # the stdlib's regex parser
+from typing import Any
+
+from pydantic_core import SchemaError, SchemaValidator, core_schema
+
+__all__ = ["MAX_QUOTES", "StringShape"]
+
+MAX_QUOTES = 256  # more fitting quotes than this: the source is kept as a whole
+MAX_TRIES = 60_000  # (start, length) pairs tried at most; past it, the source is kept
+_REPEAT_LIMIT = 1_000  # a pattern wider than this is treated as unbounded
+AT, AT_BEGINNING, AT_END = _constants.AT, _constants.AT_BEGINNING, _constants.AT_END
+
+
+class StringShape:
+    """The JSON Schema constraints of a string, checked as Pydantic checks them (its own
+    regex engine: `pattern` is a search, matching anywhere unless anchored; lengths count
+    characters)."""
+
+    def __init__(self, pattern: str | None, min_length: int = 0, max_length: int | None = None):
+        self.pattern = pattern
+        self.min_length = min_length
+        self.max_length = max_length
+        self._validator = SchemaValidator(
+            core_schema.str_schema(pattern=pattern, min_length=min_length, max_length=max_length)
+        )
+
+    @classmethod
+    def of(cls, schema: Mapping[str, Any] | None) -> StringShape | None:
+        """The shape a property's JSON Schema gives, or None when it constrains nothing
+        (no pattern or lengths) or its pattern does not compile."""
+        if not schema:
+            return None
+        pattern = schema.get("pattern")
+        low, high = schema.get("minLength", 0), schema.get("maxLength")
+        if pattern is None and not low and high is None:
+            return None
+        return _shape(pattern, int(low), None if high is None else int(high))
+
+    def fits(self, value: str) -> bool:
+        return self._validator.isinstance_python(value)
+
+    def choices(self, values: Iterable[str]) -> list[str]:
+        return [value for value in values if self.fits(value)]
+
+    def quotes(self, text: str) -> tuple[str, ...] | None:
+        """Every distinct quote of `text` that fits and is not blank, in order of first
+        appearance; None when they are too many to list or too costly to find. Cached:
+        every run of a schema over the same source asks again."""
+        return _quotes(self, text)
+
+    def _find_quotes(self, text: str) -> tuple[str, ...] | None:
+        low, high = self._widths(len(text))
+        if (len(text) + 1) * max(high - low + 1, 0) > MAX_TRIES:
+            return None
+        found: dict[str, None] = {}
+        for start in range(len(text)):
+            for end in range(start + max(low, 1), min(start + high, len(text)) + 1):
+                quote = text[start:end]
+                if quote not in found and quote.strip() and self.fits(quote):
+                    found[quote] = None
+                    if len(found) > MAX_QUOTES:
+                        return None
+        return tuple(found)
+
+    def _widths(self, longest: int) -> tuple[int, int]:
+        """The lengths a fitting value can have, within `longest`."""
+        low, high = self.min_length, min(self.max_length or longest, longest)
+        width = _anchored_width(self.pattern)
+        if width is not None:
+            low, high = max(low, width[0]), min(high, width[1])
+        return low, high
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(pattern: str | None, low: int, high: int | None) -> StringShape | None:
+    try:
+        return StringShape(pattern, low, high)
+    except (SchemaError, TypeError, ValueError):
+        return None  # the step's own validation reports a bad pattern
+
+
+@functools.lru_cache(maxsize=256)
+def _quotes(shape: StringShape, text: str) -> tuple[str, ...] | None:
+    return shape._find_quotes(text)
+
+
+def _anchored_width(pattern: str | None) -> tuple[int, int] | None:
+    """The lengths of the strings a pattern anchored at both ends (`^...$`) matches, when
+    Python's parser reads it (the widths only bound the search; `fits` decides)."""
+    if pattern is None:
+        return None
+    try:
+        parsed = _parser.parse(pattern)
+        items = list(parsed)
+        anchored = items[0] == (AT, AT_BEGINNING) and items[-1] == (AT, AT_END)
+        low, high = parsed.getwidth()
+    except Exception:  # another dialect: no bound, only a slower search
+        return None
+    return (low, high) if anchored and high <= _REPEAT_LIMIT else None
