@@ -261,7 +261,7 @@ class Grounding:
 
     def without(self, refused: Iterable[Any]) -> Grounding | None:
         """These choices less the `refused` values; None if none is left. A source is kept
-        as it is: it has too many quotes to list, and the backend steers off refused ones."""
+        as it is: its quotes were too many to list, and the backend steers off refused ones."""
         if self.choices is None:
             return self
         gone = {str(value) for value in refused}

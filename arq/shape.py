@@ -12,6 +12,7 @@ quotes of a source that fit, so grounding holds the value to those instead.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable, Mapping
 from re import _constants, _parser  # type: ignore[attr-defined]  # the stdlib's regex parser
 from typing import Any
@@ -22,14 +23,16 @@ __all__ = ["MAX_QUOTES", "StringShape"]
 
 MAX_QUOTES = 256  # more fitting quotes than this: the source is kept as a whole
 MAX_TRIES = 60_000  # (start, length) pairs tried at most; past it, the source is kept
+MAX_CACHED = 10_000  # characters of a source whose quotes are cached
 _REPEAT_LIMIT = 1_000  # a pattern wider than this is treated as unbounded
 AT, AT_BEGINNING, AT_END = _constants.AT, _constants.AT_BEGINNING, _constants.AT_END
 
 
 class StringShape:
-    """The JSON Schema constraints of a string, checked as Pydantic checks them (its own
-    regex engine: `pattern` is a search, matching anywhere unless anchored; lengths count
-    characters)."""
+    """The JSON Schema constraints of a string, checked by pydantic-core as a model's
+    `pattern` and lengths are by default (its regex engine: `pattern` is a search,
+    matching anywhere unless anchored, and `$` is the very end; lengths count characters).
+    """
 
     def __init__(self, pattern: str | None, min_length: int = 0, max_length: int | None = None):
         self.pattern = pattern
@@ -58,32 +61,50 @@ class StringShape:
         return [value for value in values if self.fits(value)]
 
     def quotes(self, text: str) -> tuple[str, ...] | None:
-        """Every distinct quote of `text` that fits and is not blank, in order of first
-        appearance; None when they are too many to list or too costly to find. Cached:
-        every run of a schema over the same source asks again."""
-        return _quotes(self, text)
-
-    def _find_quotes(self, text: str) -> tuple[str, ...] | None:
+        """Every distinct quote of `text` that fits, in order of first appearance; None
+        when they are too many to list or too costly to find. Blank quotes are left out,
+        and so is a quote padded with whitespace when the quote without it fits."""
         low, high = self._widths(len(text))
         if (len(text) + 1) * max(high - low + 1, 0) > MAX_TRIES:
             return None
-        found: dict[str, None] = {}
-        for start in range(len(text)):
-            for end in range(start + max(low, 1), min(start + high, len(text)) + 1):
-                quote = text[start:end]
-                if quote not in found and quote.strip() and self.fits(quote):
-                    found[quote] = None
-                    if len(found) > MAX_QUOTES:
-                        return None
-        return tuple(found)
+        if len(text) > MAX_CACHED:  # not worth keeping alive in the cache
+            return _find_quotes(self, text, low, high)
+        return _cached_quotes(self.pattern, self.min_length, self.max_length, text)
 
     def _widths(self, longest: int) -> tuple[int, int]:
         """The lengths a fitting value can have, within `longest`."""
-        low, high = self.min_length, min(self.max_length or longest, longest)
+        high = longest if self.max_length is None else min(self.max_length, longest)
+        low = self.min_length
         width = _anchored_width(self.pattern)
         if width is not None:
             low, high = max(low, width[0]), min(high, width[1])
         return low, high
+
+
+def _find_quotes(shape: StringShape, text: str, low: int, high: int) -> tuple[str, ...] | None:
+    found: dict[str, None] = {}
+    for start in range(len(text)):
+        for end in range(start + max(low, 1), min(start + high, len(text)) + 1):
+            quote = text[start:end]
+            if quote in found or not shape.fits(quote):
+                continue
+            bare = quote.strip()
+            if not bare or (bare != quote and shape.fits(bare)):
+                continue  # blank, or the same quote padded: the bare one is listed
+            found[quote] = None
+            if len(found) > MAX_QUOTES:
+                return None
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_quotes(
+    pattern: str | None, low: int, high: int | None, text: str
+) -> tuple[str, ...] | None:
+    """Cached: every run of a schema over the same source asks again."""
+    shape = _shape(pattern, low, high)
+    assert shape is not None  # built from a shape that exists
+    return _find_quotes(shape, text, *shape._widths(len(text)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -95,17 +116,16 @@ def _shape(pattern: str | None, low: int, high: int | None) -> StringShape | Non
 
 
 @functools.lru_cache(maxsize=256)
-def _quotes(shape: StringShape, text: str) -> tuple[str, ...] | None:
-    return shape._find_quotes(text)
-
-
 def _anchored_width(pattern: str | None) -> tuple[int, int] | None:
     """The lengths of the strings a pattern anchored at both ends (`^...$`) matches, when
-    Python's parser reads it (the widths only bound the search; `fits` decides)."""
-    if pattern is None:
+    Python's parser reads it as pydantic-core's engine would: the widths bound the search,
+    so a pattern the two could read apart (a warning, a POSIX class) gets no bound."""
+    if pattern is None or "[[" in pattern:
         return None
     try:
-        parsed = _parser.parse(pattern)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            parsed = _parser.parse(pattern)
         items = list(parsed)
         anchored = items[0] == (AT, AT_BEGINNING) and items[-1] == (AT, AT_END)
         low, high = parsed.getwidth()

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import openai
 import pytest
+from pydantic import Field
 
 import arq
 from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings, TokenCounts
-from arq.backends.openai import PROFILES, OpenAIBackend
+from arq.backends.openai import MAX_ENUM_CHARS, MAX_ENUM_VALUES, PROFILES, OpenAIBackend
 from arq.errors import BackendError
 from arq.jsonschema import json_schema
 from arq.prompt import PromptBuilder, Request
@@ -221,6 +222,35 @@ def test_payload_narrows_one_of_steps_to_the_runs_choices(
     repair = PromptBuilder().repair(request, accepted={}, failure=None, rejected=['"A-1"'])
     schema = sent_schema(mode, path, repair)
     assert schema["properties"]["code"]["enum"] == ["B-2"]  # a refused choice is not offered
+
+
+class Named(arq.Reasoning):
+    name: Annotated[str, Field(pattern=r"^[A-Z][a-z]+$"), arq.verbatim_in("notes")] = arq.query(
+        "Whose?"
+    )
+    code: Annotated[str, arq.one_of("codes")] = arq.query("Which code?")
+    tag: Annotated[str, arq.one_of("tags")] = arq.answer("Which tag?")
+
+
+def test_payload_sends_the_quotes_that_fit_a_pattern_and_caps_the_enum_values() -> None:
+    context = {"notes": "Ann and Bo", "codes": ["A-1", "B-2"], "tags": ["x", "y"]}
+    schema = sent_schema("json_schema", SCHEMA_PATHS[0][1], PromptBuilder().build(Named, context))
+    assert schema["properties"]["name"]["enum"] == ["An", "Ann", "Bo"]
+    assert schema["properties"]["code"]["enum"] == ["A-1", "B-2"]
+    # more values than a server takes: the steps that do not fit in are left to the check
+    many = [f"C-{i}" for i in range(MAX_ENUM_VALUES - 2)]
+    schema = sent_schema(
+        "json_schema", SCHEMA_PATHS[0][1], PromptBuilder().build(Named, {**context, "codes": many})
+    )
+    assert schema["properties"]["name"]["enum"] == ["An", "Ann", "Bo"]
+    assert "enum" not in schema["properties"]["code"]
+    assert schema["properties"]["tag"]["enum"] == ["x", "y"]  # a later, smaller list fits
+    long = ["x" * (MAX_ENUM_CHARS // 2), "y" * (MAX_ENUM_CHARS // 2)]  # two values, too long
+    schema = sent_schema(
+        "json_schema", SCHEMA_PATHS[0][1], PromptBuilder().build(Named, {**context, "codes": long})
+    )
+    assert "enum" not in schema["properties"]["code"]
+    assert schema["properties"]["tag"]["enum"] == ["x", "y"]
 
 
 @pytest.mark.parametrize(("mode", "path"), SCHEMA_PATHS)

@@ -45,6 +45,28 @@ def test_quotes_that_fit_are_listed_in_order_of_first_appearance() -> None:
     assert shape.quotes("nobody here") == ()
 
 
+def test_blank_and_padded_quotes_are_left_out_when_the_bare_quote_fits() -> None:
+    short = StringShape.of({"maxLength": 3})
+    assert short is not None
+    assert short.quotes("a  b") == ("a", "b")
+    spaced = StringShape.of({"pattern": "^ [a-z]$"})  # only a padded value fits: it is kept
+    assert spaced is not None
+    assert spaced.quotes("a b") == (" b",)
+
+
+def test_a_pattern_python_reads_otherwise_is_searched_without_a_bound() -> None:
+    # a POSIX class: pydantic-core reads [[:alpha:]] as one letter, Python as a nested set
+    shape = StringShape.of({"pattern": "^[[:alpha:]]{3}$"})
+    assert shape is not None
+    assert shape.quotes("xyz 12 abc") == ("xyz", "abc")
+
+
+def test_lengths_alone_narrow_the_quotes() -> None:
+    shape = StringShape.of({"minLength": 5})
+    assert shape is not None
+    assert shape.quotes("abcdef") == ("abcde", "abcdef", "bcdef")
+
+
 def test_too_many_quotes_or_too_costly_a_search_gives_none() -> None:
     short = StringShape.of({"maxLength": 3})
     assert short is not None
@@ -80,6 +102,28 @@ def test_grounding_keeps_only_the_values_the_pattern_allows() -> None:
     assert grounding(Form.model_fields, CONTEXT)["tenant"] == Grounding(source=RECORD)
     # nothing in the record fits: no value can pass, nothing is held
     assert "tenant" not in grounding(Form.model_fields, {"record": "none"}, properties)
+
+
+class Exact(arq.Reasoning):
+    """Quote and pick exactly."""
+
+    line: Annotated[
+        str,
+        Field(pattern=r"^[A-Z][a-z]+\n[A-Z][a-z]+$"),
+        arq.verbatim_in("record", normalize_whitespace=False),
+    ] = arq.query("Which lines?")
+    code: Annotated[
+        str, Field(pattern=r"^[A-Z]-\d$"), arq.one_of("codes"), arq.verbatim_in("record")
+    ] = arq.answer("Which code?")
+
+
+def test_an_exact_quote_keeps_line_ends_and_both_checks_and_a_pattern_combine() -> None:
+    context = {"record": "Ann Lee\nBo Ek took A-1", "codes": ["A-1", "B-2", "C-33"]}
+    found = grounding(Exact.model_fields, context, arq.json_schema(Exact)["properties"])
+    assert found == {
+        "line": Grounding(choices=("Lee\nBo",)),  # the line end kept
+        "code": Grounding(choices=("A-1",)),  # quoted from the record and fitting
+    }
 
 
 def test_requests_hold_a_patterned_quote_to_its_fitting_quotes_and_repairs_drop_refused() -> None:

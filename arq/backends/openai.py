@@ -27,6 +27,9 @@ from arq.trace import redact
 
 __all__ = ["PROFILES", "OpenAIBackend"]
 
+MAX_ENUM_VALUES = 500  # enum values sent in one schema (OpenAI allows 1,000)
+MAX_ENUM_CHARS = 7_500  # their characters (OpenAI allows 15,000 in a large enum)
+
 PROFILES: dict[str, Capabilities] = {
     "openai": Capabilities(output="json_schema"),
     "llama-cpp-python": Capabilities(output="json_object_schema"),
@@ -266,17 +269,25 @@ def _translated(exc: Exception) -> Exception:
 
 
 def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
-    """`schema` with each step held by `one_of` narrowed to the run's choices (an `enum`),
-    so a server that enforces the schema holds the value to them. Quotes of a source
-    (`verbatim_in`) have no JSON Schema form and are left to the check."""
-    choices = {
-        step: held.choices for step, held in request.grounding.items() if held.choices is not None
-    }
+    """`schema` with each grounded step that has a list of choices (`one_of`, or the
+    quotes that fit a pattern) narrowed to them (an `enum`), so a server that enforces the
+    schema holds the value to them. At most `MAX_ENUM_VALUES` values and
+    `MAX_ENUM_CHARS` characters in all, steps in order, a step whose list does not fit
+    skipped (OpenAI refuses larger enums); those, and quotes of a whole source, are left
+    to the check."""
     properties = schema.get("properties", {})
-    if not any(step in properties for step in choices):
+    choices: dict[str, tuple[str, ...]] = {}
+    values, chars = MAX_ENUM_VALUES, MAX_ENUM_CHARS
+    for step, held in request.grounding.items():
+        if held.choices is None or step not in properties:
+            continue
+        size = sum(len(choice) for choice in held.choices)
+        if len(held.choices) <= values and size <= chars:
+            choices[step] = held.choices
+            values, chars = values - len(held.choices), chars - size
+    if not choices:
         return schema
     narrowed = copy.deepcopy(schema)
     for step, allowed in choices.items():
-        if step in narrowed["properties"]:
-            narrowed["properties"][step]["enum"] = list(allowed)
+        narrowed["properties"][step]["enum"] = list(allowed)
     return narrowed
