@@ -12,12 +12,18 @@ quotes of a source that fit, so grounding holds the value to those instead.
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from re import _constants, _parser  # type: ignore[attr-defined]  # the stdlib's regex parser
 from typing import Any
 
 from pydantic_core import SchemaError, SchemaValidator, core_schema
+
+if sys.version_info >= (3, 11):
+    from re import _constants, _parser  # type: ignore[attr-defined]  # the stdlib's parser
+else:  # pragma: no cover - the same modules under their older names
+    import sre_constants as _constants
+    import sre_parse as _parser
 
 __all__ = ["MAX_QUOTES", "StringShape"]
 
@@ -126,7 +132,7 @@ def _anchored_width(pattern: str | None) -> tuple[int, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             parsed = _parser.parse(pattern)
-        items = list(parsed)
+        items: list[Any] = parsed.data
         anchored = items[0] == (AT, AT_BEGINNING) and items[-1] == (AT, AT_END)
         low, high = parsed.getwidth()
     except Exception:  # another dialect: no bound, only a slower search
