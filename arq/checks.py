@@ -315,14 +315,16 @@ def grounding(
         if choices is None and quote is None:
             continue
         shape = StringShape.of((properties or {}).get(name))
-        if choices is not None and quote is not None:
-            text = _normal(quote[0]) if quote[1] else quote[0]
-            needles = ((_normal(c) if quote[1] else c, c) for c in choices)
-            choices = [c for needle, c in needles if needle and needle in text]
+        if choices is not None:
+            if quote is not None:
+                text = _normal(quote[0]) if quote[1] else quote[0]
+                needles = ((_normal(c) if quote[1] else c, c) for c in choices)
+                choices = [c for needle, c in needles if needle and needle in text]
+            if shape is not None:
+                choices = shape.choices(choices)
         elif quote is not None and shape is not None:
             choices = shape.quotes(_quotable(*quote))  # None: too many to list, the source is kept
         if choices is not None:
-            choices = shape.choices(choices) if shape is not None else choices
             if choices:  # none left: no value can pass, and the check says why
                 found[name] = Grounding(choices=tuple(dict.fromkeys(choices)))
         elif quote is not None:
