@@ -4,11 +4,19 @@
 
 For each thread count it loads SmolLM2-135M through `LlamaCppBackend` and evaluates the
 prompt of a 16-step form (`convergence_tasks.py`) from an empty cache. Then it generates
-the form's answer greedily under the schema's grammar (through the backend, as a run sees
-it), once with its names and ids grounded (`Request.grounding`, as the executor builds it)
-and once without, and the same number of tokens with no grammar (llama.cpp directly). It
-prints the median tokens per second of each over the repeats. Run it with the machine otherwise
-idle: two processes sharing the cores halve every figure.
+the form's answer greedily, side by side in each repeat:
+
+- through the backend, as a run sees it: with the form's names and ids grounded
+  (`Request.grounding`, as the executor builds it), and without;
+- through the backend with keys sampled (`write_keys=False`): the grammar still asked
+  about the picked token only;
+- through llama-cpp-python's own `Llama.generate` with the same grammar, which masks the
+  whole vocabulary before every token (what the backend did before its own token loop);
+- and the same number of tokens with no grammar at all (`Llama.generate`).
+
+It prints the median tokens per second of each over the repeats, and whether the greedy
+answers with keys written and sampled were the same text. Run it with the machine
+otherwise idle: two processes sharing the cores halve every figure.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import llama_cpp
 from convergence_tasks import make_task
 
 import arq
@@ -35,14 +44,23 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
     llm = backend._llm  # the worker thread is idle between the calls below
     backend._steering(request, tokens)  # builds the token table once, outside the timings
     settings = Settings(max_tokens=400, temperature=0.0, seed=0)
-    found: dict[str, list[float]] = {"prompt": [], "grounded": [], "grammar": [], "free": []}
+    found: dict[str, list[float]] = {
+        "prompt": [],
+        "grounded": [],
+        "grammar": [],
+        "keys sampled": [],
+        "llama.cpp grammar": [],
+        "free": [],
+    }
+    same_text: list[bool] = []
 
-    async def generate(req: arq.Request) -> tuple[int, float]:
+    async def generate(req: arq.Request) -> tuple[int, float, str]:
         start = time.perf_counter()
         chunks = [c async for c in backend.stream(req, settings)]
         usage = chunks[-1].usage
         assert usage is not None
-        return usage.completion_tokens, time.perf_counter() - start
+        text = "".join(c.text for c in chunks)
+        return usage.completion_tokens, time.perf_counter() - start, text
 
     try:
         for _ in range(repeats):
@@ -51,11 +69,19 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
             llm.eval(tokens)
             found["prompt"].append(len(tokens) / (time.perf_counter() - start))
             # the prompt is evaluated now: what follows times generation alone
-            count, seconds = asyncio.run(generate(request))
+            count, seconds, _ = asyncio.run(generate(request))
             found["grounded"].append(count / seconds)
-            count, seconds = asyncio.run(generate(dataclasses.replace(request, grounding={})))
+            plain = dataclasses.replace(request, grounding={})
+            count, seconds, written = asyncio.run(generate(plain))
             found["grammar"].append(count / seconds)
-            found["free"].append(free_generation(llm, tokens, count))
+            backend._write_keys = False  # the option, switched between two idle requests
+            count, seconds, sampled = asyncio.run(generate(plain))
+            backend._write_keys = True
+            found["keys sampled"].append(count / seconds)
+            same_text.append(written == sampled)
+            grammar = llama_cpp.LlamaGrammar.from_string(backend._grammar(plain), verbose=False)
+            found["llama.cpp grammar"].append(generation(llm, tokens, count, grammar))
+            found["free"].append(generation(llm, tokens, count, None))
     finally:
         asyncio.run(backend.aclose())
     print(
@@ -64,17 +90,21 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
         f" {statistics.median(found['grounded']):.1f} tokens/s under the grammar with"
         f" {len(request.grounding)} steps grounded,"
         f" {statistics.median(found['grammar']):.1f} tokens/s under the grammar alone,"
-        f" {statistics.median(found['free']):.1f} tokens/s with no grammar"
+        f" {statistics.median(found['keys sampled']):.1f} tokens/s with keys sampled"
+        f" ({sum(same_text)}/{len(same_text)} answers the same text as with keys written),"
+        f" {statistics.median(found['llama.cpp grammar']):.1f} tokens/s with llama.cpp's own"
+        f" grammar sampling, {statistics.median(found['free']):.1f} tokens/s with no grammar"
         f" (medians of {repeats})",
         flush=True,
     )
     return {name: statistics.median(values) for name, values in found.items()}
 
 
-def free_generation(llm: Any, prompt: list[int], count: int) -> float:
-    """Tokens/s of llama.cpp generating `count` tokens greedily, with no grammar."""
+def generation(llm: Any, prompt: list[int], count: int, grammar: Any) -> float:
+    """Tokens/s of `Llama.generate` writing `count` tokens greedily under `grammar` (or
+    none), its sampler chain masking the whole vocabulary before each token."""
     start, made = time.perf_counter(), 0
-    generator = llm.generate(prompt, temp=0.0)  # the prompt is cached: generation alone
+    generator = llm.generate(prompt, temp=0.0, grammar=grammar)  # the prompt is cached
     for _ in generator:
         made += 1
         if made >= count:

@@ -215,6 +215,67 @@ def test_max_tokens_cuts_with_length(
     assert full.startswith(text_of(chunks))
 
 
+# --- the token loop --------------------------------------------------------------------------
+
+
+def test_greedy_answer_is_llama_cpps_own_under_the_grammar() -> None:
+    """The grammar asked about one token at a time picks what masking every token picks."""
+    keys_sampled = LlamaCppBackend(write_keys=False)  # key tokens sampled too, as llama.cpp does
+    request = build()
+    ours = text_of(asyncio.run(collect(keys_sampled, request, GREEDY)))
+    llm = keys_sampled._llm  # the worker is idle between requests
+    assert llm is not None
+    llm.reset()  # the prompt evaluated again from scratch, as for the first answer: the
+    # same batches give the same numbers (a cached prefix can round a close call otherwise)
+    grammar = llama_cpp.LlamaGrammar.from_string(keys_sampled._grammar(request), verbose=False)
+    theirs: list[int] = []
+    for token in llm.generate(keys_sampled.prompt_tokens(request), temp=0.0, grammar=grammar):
+        if token == llm.token_eos() or len(theirs) == GREEDY.max_tokens:
+            break
+        theirs.append(token)
+    expected = llm.detokenize(theirs).decode()
+    asyncio.run(keys_sampled.aclose())
+    assert ours == expected
+
+
+def picks_and_tokens(
+    backend: LlamaCppBackend, request: Request, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, int, str]:
+    """How many tokens the sampler picked, how many the answer has, and its text."""
+    from arq.backends.sampling import GrammarSampler
+
+    picks = 0
+    pick = GrammarSampler.pick
+
+    def counted(self: GrammarSampler, logits: Any) -> int:
+        nonlocal picks
+        picks += 1
+        return pick(self, logits)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GrammarSampler, "pick", counted)
+        chunks = asyncio.run(collect(backend, request, GREEDY))
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].finish_reason == "stop"
+    return picks, usage.completion_tokens, text_of(chunks)
+
+
+@pytest.mark.parametrize("prefill", [False, True], ids=["whole", "continuation"])
+def test_step_keys_are_written_not_sampled(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, prefill: bool
+) -> None:
+    request = repair({"request": "a refund"}) if prefill else build()
+    picks, tokens, text = picks_and_tokens(backend, request, monkeypatch)
+    value = json.loads(request.prefill + text)
+    assert list(value) == TRIAGE_STEPS
+    keys_sampled = LlamaCppBackend(write_keys=False)
+    picks_all, tokens_all, _ = picks_and_tokens(keys_sampled, request, monkeypatch)
+    asyncio.run(keys_sampled.aclose())
+    assert picks_all == tokens_all + 1  # every token sampled, and the end of the answer
+    # each key after the opening quote is written: at least one token per step skips sampling
+    assert picks + len(request.steps) <= tokens + 1
+
+
 # --- prefill ---------------------------------------------------------------------------------
 
 

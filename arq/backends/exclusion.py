@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from arq.backends.reader import WHITESPACE
 from arq.backends.tokens import NUMBER_BYTES, TokenTable
 
 __all__ = ["Exclusion"]
 
 COMPLETION_PENALTY = 1e4
 PATH_PENALTY = 2.0
-_WHITESPACE = b" \t\n\r"
 
 
 class Exclusion:
@@ -63,7 +63,7 @@ class Exclusion:
         colon = self._text.find(b":")
         if colon < 0:
             return scores  # still writing the key
-        value = bytes(self._text[colon + 1 :]).lstrip(_WHITESPACE)
+        value = bytes(self._text[colon + 1 :]).lstrip(WHITESPACE)
         live = [text for text in self.rejected if text.startswith(value)]
         if not live:
             self.done = True  # the value has diverged from every rejected text

@@ -24,23 +24,16 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from arq.backends.reader import WHITESPACE, JsonReader, json_content
 from arq.backends.tokens import TokenTable
 from arq.checks import Grounding
 
 __all__ = ["PENALTY", "Grounded"]
 
 PENALTY = 1e5
-_WHITESPACE = b" \t\n\r"
-
-
-def _json_content(text: str) -> bytes:
-    """`text` as it is written between the quotes of a JSON string (a lone surrogate gives
-    bytes no model writes, so it matches nothing rather than failing)."""
-    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
 
 
 def _inside_escapes(content: bytes) -> frozenset[int]:
@@ -74,7 +67,7 @@ class _Choices:
 
     def __init__(self, table: TokenTable, choices: tuple[str, ...]) -> None:
         self.table = table
-        self.contents = [_json_content(choice) for choice in choices]
+        self.contents = [json_content(choice) for choice in choices]
         self._exact = set(self.contents)
 
     def open_ok(self, content: bytes) -> bool:
@@ -97,7 +90,7 @@ class _Quote:
 
     def __init__(self, table: TokenTable, source: str) -> None:
         self.table = table
-        self.source = _json_content(source)
+        self.source = json_content(source)
         self._inside = _inside_escapes(self.source)
 
     def _places(self, content: bytes) -> list[int]:
@@ -114,7 +107,7 @@ class _Quote:
         return not content or bool(self._places(content))
 
     def closed_ok(self, content: bytes) -> bool:
-        return bool(content.strip(_WHITESPACE)) and bool(self._places(content))
+        return bool(content.strip(WHITESPACE)) and bool(self._places(content))
 
     def continuing(self, content: bytes) -> set[int]:
         """Tokens (without a quote) that keep `content` a quote of the source."""
@@ -124,61 +117,6 @@ class _Quote:
         for rest in {self.source[at + len(content) :][:reach] for at in self._places(content)}:
             found.update(self.table.prefixes_of(rest, proper=False))
         return found
-
-
-class _Reader:
-    """Where the answer's JSON stands: which top-level key, and inside which string."""
-
-    __slots__ = (
-        "after_colon",
-        "awaiting",
-        "content",
-        "depth",
-        "escaped",
-        "in_string",
-        "key",
-        "role",
-    )
-
-    def __init__(self, depth: int) -> None:
-        self.depth = depth  # 1 when the answer continues an object its prefill opened
-        self.in_string = False
-        self.escaped = False  # the string's last byte is an escaping backslash
-        self.role = ""  # of the string being written: "key", "value" (top level) or ""
-        self.content = bytearray()
-        self.key = b""  # the latest top-level key
-        self.awaiting = False  # that key is written and its value has not started
-        self.after_colon = False  # ... and the colon before the value is written too
-
-    def feed(self, data: bytes) -> None:
-        for byte in data:
-            if self.in_string:
-                if byte == 0x22 and not self.escaped:  # the closing quote
-                    self.in_string = False
-                    if self.role == "key":
-                        self.key = bytes(self.content)
-                        self.awaiting = True
-                    continue
-                self.escaped = byte == 0x5C and not self.escaped
-                self.content.append(byte)
-                continue
-            if byte in _WHITESPACE:
-                continue
-            starts_value = self.after_colon
-            self.after_colon = False
-            colon = byte == 0x3A and self.depth == 1
-            self.awaiting = self.awaiting and colon
-            if byte == 0x22:
-                self.in_string = True
-                self.content = bytearray()
-                top = self.depth == 1
-                self.role = "value" if top and starts_value else "key" if top else ""
-            elif byte in b"{[":
-                self.depth += 1
-            elif byte in b"}]":
-                self.depth -= 1
-            elif colon:
-                self.after_colon = True
 
 
 class Grounded:
@@ -201,10 +139,10 @@ class Grounded:
         self.spaces: dict[bytes, _Choices | _Quote] = {}
         for step, held in grounding.items():
             if held.choices is not None:
-                self.spaces[_json_content(step)] = _Choices(table, held.choices)
+                self.spaces[json_content(step)] = _Choices(table, held.choices)
             elif held.quoted_text is not None:
-                self.spaces[_json_content(step)] = _Quote(table, held.quoted_text)
-        self.reader = _Reader(depth=1 if inside_object else 0)
+                self.spaces[json_content(step)] = _Quote(table, held.quoted_text)
+        self.reader = JsonReader(depth=1 if inside_object else 0)
         self._seen = start
         self._quotes = set(table.with_quote)
 

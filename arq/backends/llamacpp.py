@@ -15,7 +15,6 @@ loop never blocks and concurrent streams simply queue.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import copy
 import importlib
 import importlib.util
@@ -222,6 +221,9 @@ class LlamaCppBackend:
         flash_attn: llama.cpp's fused attention. On by default: on CPU it generates about
             5 % faster with a short prompt and 8 % with 3,000 tokens of context, where
             attention costs a small model more than its weights do.
+        write_keys: Evaluate the rest of each step's key as one batch once its opening
+            quote is written, since the grammar fixes it, instead of sampling it token by
+            token (`arq.backends.keys`). False samples keys like any other text.
         verbose: Let llama.cpp log to stderr.
 
     The model loads on the first request, on the worker thread. `Settings.temperature`
@@ -242,6 +244,7 @@ class LlamaCppBackend:
         seed: int | None = None,
         chat_template: str | None = None,
         flash_attn: bool = True,
+        write_keys: bool = True,
         verbose: bool = False,
     ) -> None:
         self._lib = _llama_cpp()
@@ -261,7 +264,9 @@ class LlamaCppBackend:
         self._llm: Any = None
         self._formatter: Any = None
         self._bos_text = ""
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, str] = {}
+        self._vocabulary: Any = None  # token texts, once the model is loaded
+        self._write_keys = write_keys
         self._tokens: TokenTable | None = None  # built when decoding is first steered
         self._closed = False
         self._generated = 0
@@ -409,13 +414,14 @@ class LlamaCppBackend:
             found.append(Exclusion(self._tokens, request.rejected, start=len(prompt)))
         return found
 
-    def _grammar(self, request: Request) -> Any:
-        keys = request.steps or tuple(request.output_schema.get("properties", {}))
+    def _grammar(self, request: Request) -> str:
+        keys = self._keys(request)
         continuation = bool(request.prefill)
         key = json.dumps([request.output_schema, keys, continuation], sort_keys=True)
         if key not in self._grammars:  # converting is not free; a schema's repairs repeat
-            text = json_grammar(request.output_schema, keys, continuation=continuation)
-            self._grammars[key] = self._lib.LlamaGrammar.from_string(text, verbose=False)
+            self._grammars[key] = json_grammar(
+                request.output_schema, keys, continuation=continuation
+            )
         return self._grammars[key]
 
     def _generate(
@@ -432,11 +438,7 @@ class LlamaCppBackend:
             if self._closed:
                 raise BackendError("LlamaCppBackend was closed", retryable=False)
             llm = self._load()
-            tokens, grammar, n_ctx = (
-                self._prompt_tokens(request),
-                self._grammar(request),
-                llm.n_ctx(),
-            )
+            tokens, n_ctx = self._prompt_tokens(request), llm.n_ctx()
             if len(tokens) >= n_ctx:
                 raise BackendError(
                     f"the prompt has {len(tokens)} tokens and n_ctx is {n_ctx}: raise n_ctx "
@@ -446,40 +448,26 @@ class LlamaCppBackend:
             limit = settings.max_tokens if settings.max_tokens is not None else DEFAULT_MAX_TOKENS
             limit = min(limit, n_ctx - len(tokens))
             seed = settings.seed if settings.seed is not None else self._seed
-            llm.set_seed(self._lib.LLAMA_DEFAULT_SEED if seed is None else seed)  # default: random
-            temperature = settings.temperature
-            temp = DEFAULT_TEMPERATURE if temperature is None else temperature
-            vocab = self._lib.llama_model_get_vocab(llm.model)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # split characters
-            finish, count = "length", 0
-            generator = llm.generate(
-                tokens,
-                temp=temp,
-                grammar=grammar,
-                logits_processor=self._steering(request, tokens),
+            temperature = (
+                DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
             )
+            sampler, decoding = self._decoding(request, tokens, temperature, seed)
             try:
-                for token in generator:
-                    if stop.is_set() or self._closed:
-                        finish = ""
-                        break
-                    if self._lib.llama_vocab_is_eog(vocab, token):
-                        finish = "stop"
-                        break
-                    count += 1
-                    self._generated += 1
-                    if text := decoder.decode(bytes(llm.detokenize([token]))):
-                        emit(Chunk(text=text))
-                    if count >= limit:
-                        break
+                finish, count = decoding.run(
+                    tokens,
+                    limit,
+                    stopped=lambda: stop.is_set() or self._closed,
+                    on_text=lambda text: emit(Chunk(text=text)),
+                )
             finally:
-                generator.close()  # llama's generator stops where it stands
+                sampler.close()
+            self._generated += count
             if not finish:
                 if not stop.is_set():
                     raise BackendError("LlamaCppBackend was closed", retryable=False)
                 return
             usage = TokenCounts(prompt_tokens=len(tokens), completion_tokens=count)
-            emit(Chunk(decoder.decode(b"", final=True), finish_reason=finish, usage=usage))
+            emit(Chunk("", finish_reason=finish, usage=usage))
         except BackendError as exc:
             emit(exc)
         except Exception as exc:
@@ -487,7 +475,37 @@ class LlamaCppBackend:
             error.__cause__ = exc
             emit(error)
 
+    def _decoding(
+        self, request: Request, prompt: list[int], temperature: float, seed: int | None
+    ) -> tuple[Any, Any]:
+        """The sampler (to close after) and the token loop for one answer."""
+        # numpy and these helpers come with llama-cpp-python, which may not be installed
+        from arq.backends.decoding import Decoding, Vocabulary
+        from arq.backends.keys import KeyWriter
+        from arq.backends.sampling import GrammarSampler
+
+        llm, lib = self._llm, self._lib
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary(llm)
+        sampler = GrammarSampler(
+            lib,
+            lib.llama_model_get_vocab(llm.model),
+            self._grammar(request),
+            temperature=temperature,
+            seed=lib.LLAMA_DEFAULT_SEED if seed is None else seed,  # default: random
+        )
+        keys = KeyWriter(self._keys(request), inside_object=bool(request.prefill))
+        steering = self._steering(request, prompt) or ()
+        decoding = Decoding(
+            lib, self._vocabulary, sampler, keys, steering, write_keys=self._write_keys
+        )
+        return sampler, decoding
+
+    def _keys(self, request: Request) -> tuple[str, ...]:
+        """The answer's keys, in the order its grammar writes them."""
+        return request.steps or tuple(request.output_schema.get("properties", {}))
+
     def _unload(self) -> None:
         if self._llm is not None:
             self._llm.close()
-            self._llm = self._formatter = None
+            self._llm = self._formatter = self._vocabulary = None
