@@ -5,7 +5,16 @@ model must think through. arq renders it into a prompt, parses the model's JSON 
 streams and checks every step as soon as it is complete.
 """
 
-from arq.checks import ContextError, CrossCheck, Grounding, check, covers, one_of, verbatim_in
+from arq.checks import (
+    ContextError,
+    CrossCheck,
+    Grounding,
+    check,
+    covers,
+    date_in,
+    one_of,
+    verbatim_in,
+)
 from arq.errors import (
     ArqError,
     BackendError,
@@ -87,6 +96,7 @@ __all__ = [
     "cot",
     "covers",
     "cross_checks",
+    "date_in",
     "direct",
     "json_schema",
     "lint",

@@ -29,8 +29,9 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import AfterValidator, ValidationInfo
 from pydantic.fields import FieldInfo
 
+from arq.dates import dates_in
 from arq.errors import ArqError
-from arq.shape import StringShape
+from arq.shape import StringShape, cuts_word
 
 __all__ = [
     "ContextError",
@@ -38,8 +39,10 @@ __all__ = [
     "Grounding",
     "check",
     "covers",
+    "date_in",
     "grounding",
     "one_of",
+    "quoted",
     "verbatim_in",
 ]
 
@@ -48,6 +51,19 @@ R = TypeVar("R")
 
 _CHECK_ATTR = "__arq_check__"
 _GROUNDING_ATTR = "__arq_grounding__"
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What a context check allows, marked on its validator for `grounding()`: one of the
+    choices `choices(context[key])` (`one_of`, `date_in`), or a quote of `context[key]`
+    (`verbatim_in`)."""
+
+    key: str
+    choices: Callable[[Any], list[str]] | None = None
+    normalize_whitespace: bool = True
+    whole_words: bool = False
+    dates: bool = False  # the choices are ISO dates (`date_in`)
 
 
 class ContextError(ArqError):
@@ -110,6 +126,7 @@ def declared_checks(namespace: Mapping[str, Any]) -> list[CrossCheck]:
 # --- grounding helpers -------------------------------------------------------------------
 
 _SPACES = re.compile(r"\s+")
+_SHOWN_DATES = 12  # dates listed in a failed date_in's message
 
 
 def _context_value(info: ValidationInfo, key: str, helper: str) -> Any:
@@ -155,10 +172,14 @@ def _normal(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def verbatim_in(key: str, *, normalize_whitespace: bool = True) -> AfterValidator:
+def verbatim_in(
+    key: str, *, normalize_whitespace: bool = True, whole_words: bool = False
+) -> AfterValidator:
     """The value (a string, or each string of a list) must be quoted from `context[key]`.
 
-    Whitespace runs are compared as one space unless `normalize_whitespace=False`.
+    Whitespace runs are compared as one space unless `normalize_whitespace=False`. With
+    `whole_words` the quote must not cut a word: it starts and ends where the source has
+    no letter, digit or underscore on both sides ("Lea Holm", not "Lea Hol").
     """
 
     def validate(value: Any, info: ValidationInfo) -> Any:
@@ -168,12 +189,29 @@ def verbatim_in(key: str, *, normalize_whitespace: bool = True) -> AfterValidato
             haystack = _normal(haystack)
         for quote in quotes:
             needle = _normal(str(quote)) if normalize_whitespace else str(quote)
-            if not needle or needle not in haystack:
-                raise ValueError(f"{str(quote)!r} is not quoted word for word from the {key}")
+            if not quoted(needle, haystack, whole_words=whole_words):
+                words = " (whole words)" if whole_words else ""
+                raise ValueError(
+                    f"{str(quote)!r} is not quoted word for word from the {key}{words}"
+                )
         return value
 
-    setattr(validate, _GROUNDING_ATTR, ("quote", key, normalize_whitespace))
+    held = _Held(key, normalize_whitespace=normalize_whitespace, whole_words=whole_words)
+    setattr(validate, _GROUNDING_ATTR, held)
     return AfterValidator(validate)
+
+
+def quoted(needle: str, haystack: str, *, whole_words: bool = False) -> bool:
+    """Whether `needle` (not empty) appears in `haystack`; with `whole_words`, somewhere it
+    starts and ends at a word boundary."""
+    if not needle:
+        return False
+    at = haystack.find(needle)
+    while at >= 0 and whole_words:
+        if not cuts_word(haystack, at) and not cuts_word(haystack, at + len(needle)):
+            return True
+        at = haystack.find(needle, at + 1)
+    return at >= 0
 
 
 def one_of(key: str) -> AfterValidator:
@@ -190,7 +228,33 @@ def one_of(key: str) -> AfterValidator:
                 raise ValueError(f"{item!r} is not one of the {key}: {', '.join(choices)}")
         return value
 
-    setattr(validate, _GROUNDING_ATTR, ("choice", key, False))
+    setattr(validate, _GROUNDING_ATTR, _Held(key, choices=_as_choices))
+    return AfterValidator(validate)
+
+
+def date_in(key: str, *, day_first: bool | None = None) -> AfterValidator:
+    """The value must be a date written in `context[key]`, given in ISO form (YYYY-MM-DD).
+
+    The context may write it in any common form (2021/03/04, 4 March 2021, ...; see
+    `arq.dates`). A numeric date with the year last (04/03/2021) reads as day first when
+    `day_first`, month first when False, and either way when None. A `date` value is
+    compared in ISO form too.
+    """
+
+    def written(value: Any) -> list[str]:
+        return dates_in(_as_text(value), day_first=day_first)
+
+    def validate(value: Any, info: ValidationInfo) -> Any:
+        dates = written(_context_value(info, key, "date_in"))
+        if str(value) not in dates:
+            shown = ", ".join(dates[:_SHOWN_DATES]) + (", ..." if len(dates) > _SHOWN_DATES else "")
+            raise ValueError(
+                f"{str(value)!r} is not a date written in the {key}, as YYYY-MM-DD"
+                + (f" (its dates: {shown})" if dates else " (it gives no date)")
+            )
+        return value
+
+    setattr(validate, _GROUNDING_ATTR, _Held(key, choices=written, dates=True))
     return AfterValidator(validate)
 
 
@@ -244,16 +308,20 @@ def coverage_problem(expected: Sequence[str], got: Sequence[str]) -> str | None:
 class Grounding:
     """The values a string step's context checks allow, known once the context is.
 
-    Exactly one of the two is set: `choices`, the value is one of them (`one_of`); or
-    `source`, the value is quoted from it (`verbatim_in`; with `normalize_whitespace`
-    its whitespace runs are written as one space, as the check compares them). A backend
-    that sees the logits (`LlamaCppBackend`) holds the value to them while it is written,
-    so a small model cannot invent a name or an id; the check still runs either way.
+    Exactly one of the two is set: `choices`, the value is one of them (`one_of`,
+    `date_in`, or the quotes of a source that fit the step's shape); or `source`, the
+    value is quoted from it (`verbatim_in`; with `normalize_whitespace` its whitespace
+    runs are written as one space, as the check compares them; `whole_words` is the
+    check's, which the backend does not enforce on a source). A backend that sees the
+    logits (`LlamaCppBackend`) holds the value to them while it is written, so a small
+    model cannot invent a name or an id; the check still runs either way.
     """
 
     choices: tuple[str, ...] | None = None
     source: str | None = None
     normalize_whitespace: bool = True
+    whole_words: bool = False
+    dates: bool = False  # the choices are ISO dates read from the context (`date_in`)
 
     def __post_init__(self) -> None:
         if (self.choices is None) == (self.source is None):
@@ -267,6 +335,20 @@ class Grounding:
         gone = {str(value) for value in refused}
         left = tuple(choice for choice in self.choices if choice not in gone)
         return replace(self, choices=left) if left else None
+
+    def mentioned_in(self, lines: Sequence[str]) -> Grounding:
+        """These choices less those `lines` do not mention, if they mention any (a value
+        quoted whole-word, or for dates a date the lines write in any form); otherwise, and
+        for a source, unchanged. A repair narrows its step to the lines its evidence quotes."""
+        if self.choices is None or not lines:
+            return self
+        text = "\n".join(lines)
+        if self.dates:
+            written = set(dates_in(text))
+            kept = tuple(choice for choice in self.choices if choice in written)
+        else:
+            kept = tuple(c for c in self.choices if quoted(_normal(c), text, whole_words=True))
+        return replace(self, choices=kept) if kept else self
 
     @property
     def quoted_text(self) -> str | None:
@@ -301,32 +383,45 @@ def grounding(
         if info.annotation is not str:
             continue  # lists, unions and the like: only the check holds them
         choices: Sequence[str] | None = None
-        quote: tuple[str, bool] | None = None
+        quote: _Held | None = None
+        dates = False
         for item in info.metadata:
-            marked = getattr(getattr(item, "func", None), _GROUNDING_ATTR, None)
-            if marked is None or marked[1] not in context:
+            held = getattr(getattr(item, "func", None), _GROUNDING_ATTR, None)
+            if not isinstance(held, _Held) or held.key not in context:
                 continue
-            kind, key, normalize = marked
-            if kind == "choice":
-                allowed = _as_choices(context[key])
+            if held.choices is not None:
+                dates = dates or held.dates
+                allowed = held.choices(context[held.key])
                 choices = allowed if choices is None else [c for c in choices if c in allowed]
             elif quote is None:
-                quote = (_as_text(context[key]), normalize)
+                quote = held
         if choices is None and quote is None:
             continue
         shape = StringShape.of((properties or {}).get(name))
+        source = None if quote is None else _as_text(context[quote.key])
         if choices is not None:
-            if quote is not None:
-                text = _normal(quote[0]) if quote[1] else quote[0]
-                needles = ((_normal(c) if quote[1] else c, c) for c in choices)
-                choices = [c for needle, c in needles if needle and needle in text]
+            if quote is not None and source is not None:
+                text = _normal(source) if quote.normalize_whitespace else source
+                choices = [c for c in choices if _quotes(c, text, quote)]
             if shape is not None:
                 choices = shape.choices(choices)
-        elif quote is not None and shape is not None:
-            choices = shape.quotes(_quotable(*quote))  # None: too many to list, the source is kept
+        elif quote is not None and source is not None and shape is not None:
+            text = _quotable(source, quote.normalize_whitespace)
+            listed = shape.quotes(text, whole_words=quote.whole_words)
+            choices = listed  # None: too many to list, the source is kept
         if choices is not None:
             if choices:  # none left: no value can pass, and the check says why
-                found[name] = Grounding(choices=tuple(dict.fromkeys(choices)))
-        elif quote is not None:
-            found[name] = Grounding(source=quote[0], normalize_whitespace=quote[1])
+                found[name] = Grounding(choices=tuple(dict.fromkeys(choices)), dates=dates)
+        elif quote is not None and source is not None:
+            found[name] = Grounding(
+                source=source,
+                normalize_whitespace=quote.normalize_whitespace,
+                whole_words=quote.whole_words,
+            )
     return found
+
+
+def _quotes(choice: str, text: str, held: _Held) -> bool:
+    """Whether a choice passes `held`'s quote check against `text` (as the check reads it)."""
+    needle = _normal(choice) if held.normalize_whitespace else choice
+    return quoted(needle, text, whole_words=held.whole_words)

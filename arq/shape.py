@@ -25,7 +25,7 @@ else:  # pragma: no cover - the same modules under their older names
     import sre_constants as _constants
     import sre_parse as _parser
 
-__all__ = ["MAX_QUOTES", "StringShape"]
+__all__ = ["MAX_QUOTES", "StringShape", "cuts_word"]
 
 MAX_QUOTES = 256  # more fitting quotes than this: the source is kept as a whole
 MAX_TRIES = 60_000  # (start, length) pairs tried at most; past it, the source is kept
@@ -66,16 +66,18 @@ class StringShape:
     def choices(self, values: Iterable[str]) -> list[str]:
         return [value for value in values if self.fits(value)]
 
-    def quotes(self, text: str) -> tuple[str, ...] | None:
+    def quotes(self, text: str, *, whole_words: bool = False) -> tuple[str, ...] | None:
         """Every distinct quote of `text` that fits, in order of first appearance; None
         when they are too many to list or too costly to find. Blank quotes are left out,
-        and so is a quote padded with whitespace when the quote without it fits."""
+        and so is a quote padded with whitespace when the quote without it fits. With
+        `whole_words`, only quotes that start and end at a word boundary (no letter, digit
+        or underscore on both sides)."""
         low, high = self._widths(len(text))
         if (len(text) + 1) * max(high - low + 1, 0) > MAX_TRIES:
             return None
         if len(text) > MAX_CACHED:  # not worth keeping alive in the cache
-            return _find_quotes(self, text, low, high)
-        return _cached_quotes(self.pattern, self.min_length, self.max_length, text)
+            return _find_quotes(self, text, low, high, whole_words)
+        return _cached_quotes(self.pattern, self.min_length, self.max_length, text, whole_words)
 
     def _widths(self, longest: int) -> tuple[int, int]:
         """The lengths a fitting value can have, within `longest`."""
@@ -87,10 +89,17 @@ class StringShape:
         return low, high
 
 
-def _find_quotes(shape: StringShape, text: str, low: int, high: int) -> tuple[str, ...] | None:
+def _find_quotes(
+    shape: StringShape, text: str, low: int, high: int, whole_words: bool
+) -> tuple[str, ...] | None:
     found: dict[str, None] = {}
+    edge = [not (whole_words and cuts_word(text, at)) for at in range(len(text) + 1)]
     for start in range(len(text)):
+        if not edge[start]:
+            continue
         for end in range(start + max(low, 1), min(start + high, len(text)) + 1):
+            if not edge[end]:
+                continue
             quote = text[start:end]
             if quote in found or not shape.fits(quote):
                 continue
@@ -103,14 +112,23 @@ def _find_quotes(shape: StringShape, text: str, low: int, high: int) -> tuple[st
     return tuple(found)
 
 
+def cuts_word(text: str, at: int) -> bool:
+    """Whether a quote starting or ending at `at` would cut a word of `text`."""
+    return 0 < at < len(text) and _word(text[at - 1]) and _word(text[at])
+
+
+def _word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_quotes(
-    pattern: str | None, low: int, high: int | None, text: str
+    pattern: str | None, low: int, high: int | None, text: str, whole_words: bool
 ) -> tuple[str, ...] | None:
     """Cached: every run of a schema over the same source asks again."""
     shape = _shape(pattern, low, high)
     assert shape is not None  # built from a shape that exists
-    return _find_quotes(shape, text, *shape._widths(len(text)))
+    return _find_quotes(shape, text, *shape._widths(len(text)), whole_words)
 
 
 @functools.lru_cache(maxsize=256)

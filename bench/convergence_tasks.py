@@ -3,12 +3,13 @@
 Each task is a record of N facts and a form to fill in from it, one step per fact, in the
 record's order. Every step is held by a check that reads the record from the run's context:
 
-- name ("Tenant: Maria Keller"): copied exactly from the record (`arq.verbatim_in`), and
+- name ("Tenant: Maria Keller"): copied exactly from the record, whole words within one
+  line (`arq.verbatim_in("record", normalize_whitespace=False, whole_words=True)`), and
   the one the record gives for that role;
 - id ("Permit id: F-478"): one of the listed ids (`arq.one_of`), and the one the record
   gives;
-- date ("Signed on: 2021/03/04" or "2021.03.04"): asked for in ISO form, 2021-03-04, and
-  the same day as the record's;
+- date ("Signed on: 2021/03/04" or "2021.03.04"): asked for in ISO form, 2021-03-04, one
+  of the record's dates (`arq.date_in`), and the same day as the record's line;
 - number ("Weight: between 26 and 43 kg"): any whole number inside the record's range.
 
 Kinds come in equal shares, shuffled. Values are short and bounded (patterns sit inside
@@ -196,7 +197,10 @@ def _step(fact: Fact, *, last: bool) -> tuple[Any, Any]:
     if fact.kind == "name":
         same = _same_text(fact.label, "name")
         annotation: Any = Annotated[
-            str, Field(pattern=NAME_PATTERN), arq.verbatim_in("record"), same
+            str,
+            Field(pattern=NAME_PATTERN),
+            arq.verbatim_in("record", normalize_whitespace=False, whole_words=True),
+            same,
         ]
         return annotation, step(f"The {fact.key}'s name, copied from the record.", max_tokens=14)
     if fact.kind == "id":
@@ -206,7 +210,9 @@ def _step(fact: Fact, *, last: bool) -> tuple[Any, Any]:
         return annotation, step(f"The {thing} id, one of the ids.", max_tokens=10)
     if fact.kind == "date":
         event = fact.label.removesuffix(" on").lower()
-        annotation = Annotated[str, Field(pattern=ISO_DATE), _same_date(fact.label)]
+        annotation = Annotated[
+            str, Field(pattern=ISO_DATE), arq.date_in("record"), _same_date(fact.label)
+        ]
         return annotation, step(f"The date it was {event}, as YYYY-MM-DD.", max_tokens=16)
     measure, unit = fact.label.lower(), fact.text.rsplit(" ", 1)[-1]
     annotation = Annotated[int, Field(ge=0, le=999), _in_range(fact.label)]

@@ -256,7 +256,8 @@ def picks_and_tokens(
         patch.setattr(GrammarSampler, "pick", counted)
         chunks = asyncio.run(collect(backend, request, GREEDY))
     usage = chunks[-1].usage
-    assert usage is not None and chunks[-1].finish_reason == "stop"
+    assert usage is not None
+    assert chunks[-1].finish_reason == "stop"
     return picks, usage.completion_tokens, text_of(chunks)
 
 

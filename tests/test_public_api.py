@@ -55,6 +55,7 @@ EXPECTED = [
     "cot",
     "covers",
     "cross_checks",
+    "date_in",
     "direct",
     "json_schema",
     "lint",

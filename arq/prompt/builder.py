@@ -280,22 +280,24 @@ class PromptBuilder:
         failure_text = _failure_text(failure, info.name)
         query = " ".join([info.name, info.question, info.instruction or "", failure_text])
         refused = [*rejected, *_value_text(failure)]
+        lines = evidence(context, query, leave_out=refused)
         variables = {
             "step": info,
             "kept": list(kept),
             "remaining": names if not prefill else list(request.steps),
             "failure": failure_text,
-            "evidence": evidence(context, query, leave_out=refused),
+            "evidence": lines,
             "output_format": render_skeleton(request.schema, names),
             "prefill": prefill,
         }
         held = {name: request.grounding[name] for name in names if name in request.grounding}
-        if names[0] in held and rejected:  # a refused choice is not offered again
+        if names[0] in held:
+            # a refused choice is not offered again; the lines quoted for the step narrow it
             first = held[names[0]].without(_refused_values(rejected))
             if first is None:
                 del held[names[0]]
             else:
-                held[names[0]] = first
+                held[names[0]] = first.mentioned_in(lines)
         section = Section("repair", "repair.jinja", "user")
         note = self._render(section, variables).strip()
         messages = [dict(m) for m in request.messages]  # copies: requests are snapshots
