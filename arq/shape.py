@@ -1,12 +1,13 @@
 """What a string step's JSON Schema allows (`pattern`, `minLength`, `maxLength`), for grounding.
 
-A grounded step (`arq.one_of`, `arq.verbatim_in`) is held to its context's values while
-the model writes it; the step's type may allow fewer of them. A choice the pattern refuses,
-or a quote the pattern cannot accept, would lead a constrained decoder into a dead end:
-the grammar allows one set of tokens, the grounding another, and the sampler is left with
-none it likes (a name pattern `^[A-Z][a-z]+ [A-Z][a-z]+$` and a quote begun at "Signed on"
-can only end in a value that is neither). `StringShape` filters choices, and lists the
-quotes of a source that fit, so grounding holds the value to those instead.
+A grounded step (`arq.one_of`, `arq.date_in`, `arq.verbatim_in`) is held to its context's
+values while the model writes it; the step's type may allow fewer of them. A choice the
+pattern refuses, or a quote the pattern cannot accept, would lead a constrained decoder
+into a dead end: the grammar allows one set of tokens, the grounding another, and the
+sampler is left with none it likes (a name pattern `^[A-Z][a-z]+ [A-Z][a-z]+$` and a quote
+begun at "Signed on" can only end in a value that is neither). `StringShape` filters
+choices, and lists the quotes of a source that fit, so grounding holds the value to those
+instead.
 """
 
 from __future__ import annotations

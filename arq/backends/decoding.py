@@ -84,16 +84,28 @@ class Decoding:
         stopped: Callable[[], bool],
         on_text: Callable[[str], None],
     ) -> tuple[str, int]:
-        """Evaluate `prompt`, then write up to `limit` tokens, passing their text on.
+        """Evaluate `prompt`, then write up to `limit` tokens, passing their text on; the
+        sampler is closed after.
 
         Returns the finish reason ("stop", "length", or "" when `stopped()` turned true)
         and the number of tokens written.
         """
+        try:
+            return self._run(list(prompt), limit, stopped, on_text)
+        finally:
+            self._sampler.close()  # one answer: its grammar state is spent
+
+    def _run(
+        self,
+        ids: list[int],
+        limit: int,
+        stopped: Callable[[], bool],
+        on_text: Callable[[str], None],
+    ) -> tuple[str, int]:
         lib, llm = self._lib, self._llm
         vocab = lib.llama_model_get_vocab(llm.model)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # split characters
-        ids = list(prompt)  # what the steering processors read: the prompt, then the answer
-        written = 0
+        written = 0  # `ids` is what the steering processors read: the prompt, then the answer
         self._evaluate_prompt(ids)
         while not stopped():
             logits = np.ctypeslib.as_array(
@@ -103,6 +115,8 @@ class Decoding:
                 logits = processor(ids, logits)
             token = self._sampler.pick(logits)
             if lib.llama_vocab_is_eog(vocab, token):
+                if text := decoder.decode(b"", final=True):
+                    on_text(text)
                 return "stop", written
             batch = self._take(token, limit - written)
             ids.extend(batch)

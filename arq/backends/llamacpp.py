@@ -8,6 +8,10 @@ context (`arq.backends.grounded`). A repair with a prefill resumes inside the as
 turn, and the grammar then starts at the next key; its first value is kept off the values
 that step already had rejected (`arq.backends.exclusion`).
 
+Tokens are picked by arq's own loop (`arq.backends.decoding`): the grammar is asked about
+the token picked rather than about the whole vocabulary before every pick, and a step's
+key, which the grammar fixes once its quote opens, is evaluated in one batch.
+
 All calls into the model run on one worker thread, one request at a time, so the event
 loop never blocks and concurrent streams simply queue.
 """
@@ -26,7 +30,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
 from arq.backends.exclusion import Exclusion
@@ -34,6 +38,9 @@ from arq.backends.grounded import Grounded
 from arq.backends.tokens import TokenTable
 from arq.errors import ArqError, BackendError
 from arq.prompt import Request
+
+if TYPE_CHECKING:
+    from arq.backends.decoding import Decoding, Vocabulary
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -265,7 +272,7 @@ class LlamaCppBackend:
         self._formatter: Any = None
         self._bos_text = ""
         self._grammars: dict[str, str] = {}
-        self._vocabulary: Any = None  # token texts, once the model is loaded
+        self._vocabulary: Vocabulary | None = None  # token texts, once the model is loaded
         self._write_keys = write_keys
         self._tokens: TokenTable | None = None  # built when decoding is first steered
         self._closed = False
@@ -451,16 +458,12 @@ class LlamaCppBackend:
             temperature = (
                 DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
             )
-            sampler, decoding = self._decoding(request, tokens, temperature, seed)
-            try:
-                finish, count = decoding.run(
-                    tokens,
-                    limit,
-                    stopped=lambda: stop.is_set() or self._closed,
-                    on_text=lambda text: emit(Chunk(text=text)),
-                )
-            finally:
-                sampler.close()
+            finish, count = self._decoding(request, tokens, temperature, seed).run(
+                tokens,
+                limit,
+                stopped=lambda: stop.is_set() or self._closed,
+                on_text=lambda text: emit(Chunk(text=text)),
+            )
             self._generated += count
             if not finish:
                 if not stop.is_set():
@@ -477,8 +480,8 @@ class LlamaCppBackend:
 
     def _decoding(
         self, request: Request, prompt: list[int], temperature: float, seed: int | None
-    ) -> tuple[Any, Any]:
-        """The sampler (to close after) and the token loop for one answer."""
+    ) -> Decoding:
+        """The token loop for one answer."""
         # numpy and these helpers come with llama-cpp-python, which may not be installed
         from arq.backends.decoding import Decoding, Vocabulary
         from arq.backends.keys import KeyWriter
@@ -487,19 +490,16 @@ class LlamaCppBackend:
         llm, lib = self._llm, self._lib
         if self._vocabulary is None:
             self._vocabulary = Vocabulary(llm)
-        sampler = GrammarSampler(
+        keys = KeyWriter(self._keys(request), inside_object=bool(request.prefill))
+        steering = self._steering(request, prompt) or ()
+        sampler = GrammarSampler(  # last: the loop frees it, and nothing can fail in between
             lib,
             lib.llama_model_get_vocab(llm.model),
             self._grammar(request),
             temperature=temperature,
             seed=lib.LLAMA_DEFAULT_SEED if seed is None else seed,  # default: random
         )
-        keys = KeyWriter(self._keys(request), inside_object=bool(request.prefill))
-        steering = self._steering(request, prompt) or ()
-        decoding = Decoding(
-            lib, self._vocabulary, sampler, keys, steering, write_keys=self._write_keys
-        )
-        return sampler, decoding
+        return Decoding(lib, self._vocabulary, sampler, keys, steering, write_keys=self._write_keys)
 
     def _keys(self, request: Request) -> tuple[str, ...]:
         """The answer's keys, in the order its grammar writes them."""

@@ -59,9 +59,9 @@ class Request:
         rejected: JSON texts of values the first step asked for already had rejected in
             this run. A backend that steers decoding (`LlamaCppBackend`) keeps the new
             value off them; others rely on the repair turn.
-        grounding: What the context checks (`one_of`, `verbatim_in`) of the string steps
-            asked for allow, by step; a backend that steers decoding holds the values to
-            it. Derived from the schema and the context, so `to_dict` leaves it out.
+        grounding: What the context checks (`one_of`, `date_in`, `verbatim_in`) of the
+            string steps asked for allow, by step; a backend that steers decoding holds the
+            values to it. Derived from the schema and the context, so `to_dict` leaves it out.
         metadata: Names of the schema, steps and rendered sections; the repair, if any.
     """
 
