@@ -29,8 +29,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import llama_cpp
 from convergence_tasks import make_task
+from llama_cpp.llama_grammar import LlamaGrammar
 
 import arq
 from arq.backends import LlamaCppBackend, Settings
@@ -79,7 +79,7 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
             backend._write_keys = True
             found["keys sampled"].append(count / seconds)
             same_text.append(written == sampled)
-            grammar = llama_cpp.LlamaGrammar.from_string(backend._grammar(plain), verbose=False)
+            grammar = LlamaGrammar.from_string(backend._grammar(plain), verbose=False)
             found["llama.cpp grammar"].append(generation(llm, tokens, count, grammar))
             found["free"].append(generation(llm, tokens, count, None))
     finally:

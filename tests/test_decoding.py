@@ -102,11 +102,12 @@ def sampler(model: Any, temperature: float = 0.0, seed: int = 0) -> Any:
 
 def llama_cpp_greedy(model: Any) -> Any:
     """llama.cpp's own chain: the grammar over the whole vocabulary, then the best token."""
-    import llama_cpp
-    from llama_cpp._internals import LlamaSampler
+    from llama_cpp import _internals
+    from llama_cpp.llama_grammar import LlamaGrammar
 
-    chain = LlamaSampler()
-    chain.add_grammar(model._model, llama_cpp.LlamaGrammar.from_string(GRAMMAR, verbose=False))
+    chain: Any = _internals.LlamaSampler  # untyped in llama-cpp-python
+    chain = chain()
+    chain.add_grammar(model._model, LlamaGrammar.from_string(GRAMMAR, verbose=False))
     chain.add_greedy()
     return chain
 
@@ -123,7 +124,7 @@ def apply_chain(chain: Any, logits: np.ndarray) -> int:
 
 
 def logits_toward(model: Any, rng: np.random.Generator, favourite: int | None) -> np.ndarray:
-    logits = rng.normal(size=model.n_vocab()).astype(np.float32)
+    logits: np.ndarray = rng.normal(size=model.n_vocab()).astype(np.float32)
     if favourite is not None:
         logits[favourite] = 50.0  # the model's own choice, allowed or not
     return logits

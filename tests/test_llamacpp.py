@@ -36,6 +36,7 @@ if _MISSING:
     pytest.skip(f"{', '.join(_MISSING)} not installed", allow_module_level=True)
 
 import llama_cpp  # noqa: E402  (only once it is known to be installed)
+from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
 from arq.backends.llamacpp import ModelNotFoundError, json_grammar  # noqa: E402
 
@@ -227,7 +228,7 @@ def test_greedy_answer_is_llama_cpps_own_under_the_grammar() -> None:
     assert llm is not None
     llm.reset()  # the prompt evaluated again from scratch, as for the first answer: the
     # same batches give the same numbers (a cached prefix can round a close call otherwise)
-    grammar = llama_cpp.LlamaGrammar.from_string(keys_sampled._grammar(request), verbose=False)
+    grammar = LlamaGrammar.from_string(keys_sampled._grammar(request), verbose=False)
     theirs: list[int] = []
     for token in llm.generate(keys_sampled.prompt_tokens(request), temp=0.0, grammar=grammar):
         if token == llm.token_eos() or len(theirs) == GREEDY.max_tokens:
