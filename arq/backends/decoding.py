@@ -91,21 +91,23 @@ class Decoding:
         and the number of tokens written.
         """
         try:
-            return self._run(list(prompt), limit, stopped, on_text)
+            return self._write(list(prompt), limit, stopped, on_text)
         finally:
             self._sampler.close()  # one answer: its grammar state is spent
 
-    def _run(
+    def _write(
         self,
         ids: list[int],
         limit: int,
         stopped: Callable[[], bool],
         on_text: Callable[[str], None],
     ) -> tuple[str, int]:
+        """`run`'s loop; `ids` is what the steering processors read: the prompt, then the
+        answer."""
         lib, llm = self._lib, self._llm
         vocab = lib.llama_model_get_vocab(llm.model)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # split characters
-        written = 0  # `ids` is what the steering processors read: the prompt, then the answer
+        written = 0
         self._evaluate_prompt(ids)
         while not stopped():
             logits = np.ctypeslib.as_array(

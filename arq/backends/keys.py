@@ -27,24 +27,19 @@ class KeyWriter:
     def __init__(self, keys: Sequence[str], *, inside_object: bool) -> None:
         self._keys = [json_content(key) for key in keys]
         self._reader = JsonReader(depth=1 if inside_object else 0)
-        self._opened = 0  # top-level keys opened so far
 
     def feed(self, piece: bytes) -> None:
         """Take the bytes of the next token of the answer."""
-        reader = self._reader
-        for byte in piece:
-            was_in_string = reader.in_string
-            reader.feed(bytes([byte]))
-            if reader.in_string and not was_in_string and reader.role == "key":
-                self._opened += 1
+        self._reader.feed(piece)
 
     def due(self) -> bytes:
         """The text the grammar fixes next: the rest of the key being written and the
         colon after it, or nothing when the answer is not inside a step's key."""
         reader = self._reader
-        if not (reader.in_string and reader.role == "key") or self._opened > len(self._keys):
+        opened = reader.keys_opened
+        if not (reader.in_string and reader.role == "key") or opened > len(self._keys):
             return b""
-        key, written = self._keys[self._opened - 1], bytes(reader.content)
+        key, written = self._keys[opened - 1], bytes(reader.content)
         if not key.startswith(written):
             return b""  # not the key the grammar expects: leave it to the grammar
         return key[len(written) :] + b'":'

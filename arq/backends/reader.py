@@ -31,6 +31,7 @@ class JsonReader:
         "escaped",
         "in_string",
         "key",
+        "keys_opened",
         "role",
     )
 
@@ -43,6 +44,7 @@ class JsonReader:
         self.key = b""  # the latest top-level key
         self.awaiting = False  # that key is written and its value has not started
         self.after_colon = False  # ... and the colon before the value is written too
+        self.keys_opened = 0  # top-level keys whose opening quote is written
 
     def feed(self, data: bytes) -> None:
         for byte in data:
@@ -67,6 +69,7 @@ class JsonReader:
                 self.content = bytearray()
                 top = self.depth == 1
                 self.role = "value" if top and starts_value else "key" if top else ""
+                self.keys_opened += self.role == "key"
             elif byte in b"{[":
                 self.depth += 1
             elif byte in b"}]":
