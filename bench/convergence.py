@@ -53,6 +53,7 @@ QUICK_NS = (2, 8, 32)
 QUICK_TASKS = {2: 4, 8: 3, 32: 1}  # 3.7 minutes with --jobs 2 on 2 cores
 FULL_TASKS = dict.fromkeys(NS, 30)
 MARKERS = ("<!-- convergence-table:start -->", "<!-- convergence-table:end -->")
+_TABLE = re.compile(f"{re.escape(MARKERS[0])}.*?{re.escape(MARKERS[1])}", re.S)
 
 Record = dict[str, Any]
 
@@ -572,13 +573,19 @@ def _pyplot() -> Any:
 
 def update_doc(path: Path, table: str) -> None:
     """Replace the table between the markers in `path`."""
-    text = path.read_text()
-    start, end = (re.escape(m) for m in MARKERS)
     region = f"{MARKERS[0]}\n{table}{MARKERS[1]}"
-    new, count = re.subn(f"{start}.*?{end}", lambda _: region, text, count=1, flags=re.S)
-    if count != 1:
+    path.write_text(_TABLE.sub(lambda _: region, _doc_text(path), count=1))
+
+
+def _doc_text(path: Path) -> str:
+    """The text of `path`, which must hold the table's markers (checked before a run)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SystemExit(f"--doc {path}: {exc.strerror}") from None
+    if _TABLE.search(text) is None:
         raise SystemExit(f"{path}: no {MARKERS[0]} ... {MARKERS[1]} region to update")
-    path.write_text(new)
+    return text
 
 
 def report(data: Record, args: argparse.Namespace) -> None:
@@ -626,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.no_plot:
         _pyplot()  # fail now, not after the run
+    if args.doc is not None:
+        _doc_text(args.doc)  # likewise
     if args.replot is not None:
         args.out = args.out if "--out" in (argv or sys.argv) else args.replot
         report(json.loads(args.replot.read_text()), args)
