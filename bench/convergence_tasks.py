@@ -13,8 +13,8 @@ record's order. Every step is held by a check that reads the record from the run
 - number ("Weight: between 26 and 43 kg"): any whole number inside the record's range.
 
 Kinds come in equal shares, shuffled. Values are short and bounded: ids and dates by their
-lists, names by a pattern (inside `Annotated`, so it reaches the JSON Schema and hence a
-grammar), numbers by a token budget. A 32-step answer is about 400 tokens of the embedded
+lists, names by a pattern and numbers by their bounds (inside `Annotated`, so they reach the
+JSON Schema and hence a grammar). A 32-step answer is about 400 tokens of the embedded
 model. Nothing else is spelled out in the prompt: on a local model every prompt token
 slows each token written after it.
 """
@@ -214,10 +214,7 @@ def _step(fact: Fact, *, last: bool) -> tuple[Any, Any]:
         return annotation, step(f"The date it was {event}, as YYYY-MM-DD.")
     measure, unit = fact.label.lower(), fact.text.rsplit(" ", 1)[-1]
     annotation = Annotated[int, Field(ge=0, le=999), _in_range(fact.label)]
-    # JSON Schema bounds do not reach llama.cpp's grammar for integers: the budget does
-    return annotation, step(
-        f"A number of {unit} inside the record's {measure} range.", max_tokens=8
-    )
+    return annotation, step(f"A number of {unit} inside the record's {measure} range.")
 
 
 def make_task(n: int, seed: int) -> Task:

@@ -112,18 +112,16 @@ def test_every_value_is_bounded_and_answers_stay_short() -> None:
         for fact in task.facts:
             prop = properties[fact.key]
             if fact.kind == "number":
-                # the grammar does not bound integers: the step's token budget does
+                # bounded, so a grammar takes at most three digits
                 assert (prop["type"], prop["minimum"], prop["maximum"]) == ("integer", 0, 999)
-                assert budgets[fact.key] == 8
             elif fact.kind == "name":
                 # bounded, so a grammar ends the value (and the record's fitting quotes are few)
                 assert "pattern" in prop
                 assert "+" not in prop["pattern"]
-                assert budgets[fact.key] is None
             else:
                 # one of a list the context gives (ids, or the record's dates): nothing to add
                 assert "pattern" not in prop
-                assert budgets[fact.key] is None
+        assert not any(budgets.values())  # no token budget: the prompt need not say one
         # about a dozen tokens a step: well within the benchmark's max_tokens
         assert len(json.dumps(task.truth)) < 32 * 40
 

@@ -191,3 +191,32 @@ def test_a_grammar_llama_cpp_cannot_parse_is_refused(model: Any) -> None:
     vocab = llama_cpp.llama_model_get_vocab(model.model)
     with pytest.raises(ValueError, match="could not parse"):
         GrammarSampler(llama_cpp, vocab, "root ::= (", temperature=0.0, seed=0)
+
+
+@needs_model
+def test_a_bounded_integer_takes_no_more_digits_than_its_bounds(model: Any) -> None:
+    import llama_cpp
+
+    from arq.backends.grammar import json_grammar
+    from arq.backends.sampling import GrammarSampler
+
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 999}},
+    }
+    grammar = json_grammar(schema, ["n"], continuation=False)
+    vocab = llama_cpp.llama_model_get_vocab(model.model)
+    sampler = GrammarSampler(llama_cpp, vocab, grammar, temperature=0.0, seed=0)
+
+    def token(text: str) -> int:
+        (found,) = model.tokenize(text.encode(), add_bos=False, special=False)
+        return int(found)
+
+    try:
+        for piece in ["{", '"', "n", '":', " ", "9", "9", "9"]:
+            assert sampler.allows(token(piece)), piece
+            sampler.accept(token(piece))
+        assert not sampler.allows(token("9"))  # a fourth digit
+        assert sampler.allows(token("}"))
+    finally:
+        sampler.close()

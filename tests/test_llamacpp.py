@@ -38,7 +38,8 @@ if _MISSING:
 import llama_cpp  # noqa: E402  (only once it is known to be installed)
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
-from arq.backends.llamacpp import ModelNotFoundError, json_grammar  # noqa: E402
+from arq.backends.grammar import bounded_integer_rule, json_grammar  # noqa: E402
+from arq.backends.llamacpp import ModelNotFoundError  # noqa: E402
 
 GREEDY = Settings(max_tokens=400, temperature=0)
 CONVERSATION = "Customer: Hi, my order A-1234 arrived broken. I want a refund, please."
@@ -413,6 +414,36 @@ def test_grammar_leaves_inexpressible_patterns_to_validation(pattern: str) -> No
     grammar = json_grammar(schema, ["a"], continuation=False)
     assert "a ::=" not in grammar  # the value is any string; the check still runs
     assert "string ::=" in grammar
+
+
+@pytest.mark.parametrize(
+    ("bounds", "rule"),
+    [
+        ({"minimum": 0, "maximum": 999}, '("0" | [1-9] [0-9]{0,2}) space'),
+        ({"minimum": 3, "maximum": 7}, '("0" | [1-9]) space'),  # the check holds 3 to 7
+        ({"exclusiveMinimum": -10, "exclusiveMaximum": 100}, '"-"? ("0" | [1-9] [0-9]{0,1}) space'),
+        ({"minimum": 0.5, "maximum": 9.5}, '("0" | [1-9]) space'),
+        ({"minimum": 0}, None),  # one bound: the converter's integer
+        ({"minimum": 5, "maximum": 4}, None),  # no integer fits: left to the check
+        ({"minimum": 0, "maximum": 10**20}, None),
+    ],
+)
+def test_integers_with_both_bounds_are_held_to_their_digits(
+    bounds: dict[str, float], rule: str | None
+) -> None:
+    schema = {"type": "integer", **bounds}
+    assert bounded_integer_rule(schema) == rule
+    grammar = json_grammar({"properties": {"a": schema}}, ["a"], continuation=False)
+    root = grammar.splitlines()[0]
+    assert root.endswith('bounded-integer "}"' if rule else 'integer "}"')
+    assert (f"bounded-integer ::= {rule}" in grammar) == (rule is not None)
+
+
+def test_nested_integers_are_bounded_too() -> None:
+    item = {"type": "integer", "minimum": 1, "maximum": 12}
+    schema = {"properties": {"months": {"type": "array", "items": item}}}
+    grammar = json_grammar(schema, ["months"], continuation=False)
+    assert 'bounded-integer ::= ("0" | [1-9] [0-9]{0,1}) space' in grammar
 
 
 class Patterned(Reasoning):

