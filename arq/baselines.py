@@ -252,14 +252,13 @@ def _feedback(error: OutputError) -> str:
 
 
 def _reask(base: Request, failed: CallOutcome) -> Request:
-    """The first request, then the rejected answer and every error's feedback.
-
-    The keys are not listed again: the first request's system message lists them, and
-    each listed key is a prompt token on every re-ask."""
+    """The first request, then the rejected answer and every error's feedback."""
+    keys = ", ".join(base.steps)
     note = (
         "Your answer was checked and rejected:\n\n"
         + "\n\n".join(dict.fromkeys(failed.feedback))
-        + "\n\nReply with the whole JSON object again, with the same keys in the same order."
+        + f"\n\nReply with the whole JSON object again, with exactly these keys, in this"
+        f" order: {keys}."
     )
     messages: list[Message] = [
         *base.messages,

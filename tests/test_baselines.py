@@ -151,8 +151,7 @@ def test_reask_feeds_every_error_back_and_asks_for_the_whole_object(
     assert note["role"] == "user"
     assert 'The value of "customer" was rejected' in note["content"]
     assert 'The value of "team" was rejected' in note["content"]
-    assert "whole JSON object again, with the same keys" in note["content"]
-    assert "customer, order_id" not in note["content"]  # listed once, in the system message
+    assert "whole JSON object again" in note["content"]
     assert asked_keys(server, 1) == ["customer", "order_id", "team"]
     # built from the first request: only the latest answer and its errors, no growth
     third = server.requests[2].body["messages"]

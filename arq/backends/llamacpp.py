@@ -1,12 +1,13 @@
 """An embedded llama.cpp model: JSON constrained by a grammar, streamed from a worker thread.
 
 `LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
-decoded under a GBNF grammar derived from the request's JSON Schema, so every key comes
-in step order and every value has its step's type. String steps held by `one_of` or
-`verbatim_in` are held, while they are written, to the run's choices or to quotes of its
-context (`arq.backends.grounded`). A repair with a prefill resumes inside the assistant
-turn, and the grammar then starts at the next key; its first value is kept off the values
-that step already had rejected (`arq.backends.exclusion`).
+decoded under a GBNF grammar derived from the request's JSON Schema
+(`arq.backends.grammar`), so every key comes in step order and every value has its step's
+type. String steps held by `one_of` or `verbatim_in` are held, while they are written, to
+the run's choices or to quotes of its context (`arq.backends.grounded`). A repair with a
+prefill resumes inside the assistant turn, and the grammar then starts at the next key;
+its first value is kept off the values that step already had rejected
+(`arq.backends.exclusion`).
 
 Tokens are picked by arq's own loop (`arq.backends.decoding`): the grammar is asked about
 the token picked rather than about the whole vocabulary before every pick, and a step's
