@@ -426,6 +426,7 @@ def test_grammar_leaves_inexpressible_patterns_to_validation(pattern: str) -> No
         ({"minimum": 0}, None),  # one bound: the converter's integer
         ({"minimum": 5, "maximum": 4}, None),  # no integer fits: left to the check
         ({"minimum": 0, "maximum": 10**20}, None),
+        ({"minimum": 0, "maximum": 999, "enum": [1, 500]}, None),  # the values say more
     ],
 )
 def test_integers_with_both_bounds_are_held_to_their_digits(
@@ -435,7 +436,7 @@ def test_integers_with_both_bounds_are_held_to_their_digits(
     assert bounded_integer_rule(schema) == rule
     grammar = json_grammar({"properties": {"a": schema}}, ["a"], continuation=False)
     root = grammar.splitlines()[0]
-    assert root.endswith('bounded-integer "}"' if rule else 'integer "}"')
+    assert ("bounded-integer" in root) == (rule is not None)
     assert (f"bounded-integer ::= {rule}" in grammar) == (rule is not None)
 
 

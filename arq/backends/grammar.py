@@ -151,6 +151,8 @@ def bounded_integer_rule(schema: Any) -> str | None:
     negative. None for any other schema."""
     if not isinstance(schema, dict) or schema.get("type") != "integer":
         return None
+    if "enum" in schema or "const" in schema:
+        return None  # the converter lists the values themselves
     low = _bound(schema, "minimum", "exclusiveMinimum", math.ceil, +1)
     high = _bound(schema, "maximum", "exclusiveMaximum", math.floor, -1)
     if low is None or high is None or low > high:
