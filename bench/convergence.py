@@ -261,7 +261,7 @@ def _reason(error: str | None) -> str:
 
 def _settings(args: argparse.Namespace, tasks_per_n: dict[int, int]) -> Record:
     return {
-        "model": "SmolLM2-135M-Instruct Q4_1 (llama.cpp, grammar-constrained)",
+        "model": "SmolLM2-135M-Instruct Q4_1, run as Q8_0 (llama.cpp, grammar-constrained)",
         "tasks_per_n": {str(n): k for n, k in tasks_per_n.items()},
         "first_call_temperature": 0.0,
         "repair_temperature": args.repair_temperature,

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Re-encoded models go to a folder of this run, not the user's cache (subprocesses
+    inherit it): the bundled one is converted once per run."""
+    before = os.environ.get("ARQ_CACHE_DIR")
+    os.environ["ARQ_CACHE_DIR"] = str(tmp_path_factory.mktemp("arq-cache"))
+    yield
+    if before is None:
+        del os.environ["ARQ_CACHE_DIR"]
+    else:
+        os.environ["ARQ_CACHE_DIR"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,157 @@
+"""Re-encoded weights: the bundled Q4_1 model runs as Q8_0, converted once into a cache."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from arq.backends import LlamaCppBackend  # noqa: E402
+from arq.backends.weights import cache_dir, reencoded  # noqa: E402
+
+FILE_TYPE_Q8_0 = "7"  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0, as the GGUF metadata writes it
+
+
+@pytest.fixture(scope="module")
+def source() -> Path:
+    """The bundled model file, as shipped (Q4_1)."""
+    local = LlamaCppBackend()
+    asyncio.run(local.aclose())
+    return local.model_path
+
+
+@pytest.fixture
+def quiet() -> Iterator[None]:
+    """llama.cpp logs each converted tensor unless its logger is raised (as the backend does)."""
+    import logging
+
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
+
+
+def last_logits(path: Path, text: bytes) -> np.ndarray:
+    model = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=1, verbose=False)
+    try:
+        model.eval(model.tokenize(text, add_bos=False, special=True))
+        logits = llama_cpp.llama_get_logits_ith(model._ctx.ctx, -1)  # as arq's decoding reads them
+        return np.ctypeslib.as_array(logits, shape=(model.n_vocab(),)).astype(np.float64)
+    finally:
+        model.close()
+
+
+def test_the_bundled_model_runs_re_encoded_as_q8_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARQ_MODEL", raising=False)
+    local = LlamaCppBackend()
+    try:
+        assert local.weights == "Q8_0"
+        assert local.model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file shipped
+        assert local.name == "SmolLM2-135M-Instruct.Q4_1"  # named after its source
+        local.prompt_tokens(arq_request())  # loads the model
+        assert local._llm.metadata["general.file_type"] == FILE_TYPE_Q8_0
+        assert Path(local._llm.model_path).parent == cache_dir()
+    finally:
+        asyncio.run(local.aclose())
+
+
+def test_a_model_given_runs_as_it_is(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert LlamaCppBackend(source).weights is None
+    monkeypatch.setenv("ARQ_MODEL", str(source))
+    assert LlamaCppBackend().weights is None
+    assert LlamaCppBackend(weights="F16").weights == "F16"  # unless asked
+
+
+def test_the_bundled_model_can_run_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARQ_MODEL", raising=False)
+    local = LlamaCppBackend(weights=None)
+    try:
+        local.prompt_tokens(arq_request())
+        assert local._llm.model_path == str(local.model_path)
+    finally:
+        asyncio.run(local.aclose())
+
+
+@pytest.mark.parametrize("weights", ["Q4_1", "q8_0", "", "auto "])
+def test_unknown_weights_are_refused(weights: str) -> None:
+    with pytest.raises(ValueError, match="weights must be one of"):
+        LlamaCppBackend(weights=weights)
+
+
+def test_the_copy_is_the_same_model(source: Path, tmp_path: Path, quiet: None) -> None:
+    copy = reencoded(llama_cpp, source, "Q8_0", tmp_path)
+    text = b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    shipped, converted = last_logits(source, text), last_logits(copy, text)
+    cosine = shipped @ converted / np.linalg.norm(shipped) / np.linalg.norm(converted)
+    assert cosine > 0.99
+    assert int(np.argmax(shipped)) == int(np.argmax(converted))
+    # not a copy of the bytes: Q8_0 takes 8.5 bits a weight, Q4_1 5
+    assert copy.stat().st_size > 1.4 * source.stat().st_size
+
+
+def test_a_copy_is_made_once_and_again_when_its_source_changes(
+    source: Path, tmp_path: Path, quiet: None
+) -> None:
+    model = tmp_path / "model.gguf"
+    shutil.copyfile(source, model)  # a file of its own, whose modification time can change
+    cache = tmp_path / "cache"
+    first = reencoded(llama_cpp, model, "Q8_0", cache)
+    made = first.stat().st_mtime_ns
+    assert reencoded(llama_cpp, model, "Q8_0", cache) == first
+    assert first.stat().st_mtime_ns == made  # found, not converted again
+    assert [p.name for p in cache.iterdir()] == [first.name]  # no partial file left
+    link = tmp_path / "link.gguf"
+    link.symlink_to(model)
+    assert reencoded(llama_cpp, link, "Q8_0", cache) == first  # the file, not its name
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = reencoded(llama_cpp, model, "Q8_0", cache)
+    assert second != first
+    assert second.is_file()
+
+
+def test_a_copy_that_cannot_be_made_leaves_the_file_as_it_is(
+    source: Path, tmp_path: Path, quiet: None
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    with pytest.warns(RuntimeWarning, match="could not re-encode .* running the file as it is"):
+        assert reencoded(llama_cpp, source, "Q8_0", blocked) == source
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a model")
+    cache = tmp_path / "cache"
+    with pytest.warns(RuntimeWarning, match="conversion failed"):
+        assert reencoded(llama_cpp, broken, "Q8_0", cache) == broken
+    assert list(cache.iterdir()) == []  # the partial file is removed
+
+
+def test_the_cache_folder_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARQ_CACHE_DIR", str(tmp_path / "arq-cache"))
+    assert cache_dir() == tmp_path / "arq-cache"
+    monkeypatch.delenv("ARQ_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "arq"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "arq"
+
+
+def arq_request() -> Any:
+    import arq
+    from arq import Reasoning, answer
+
+    class Tiny(Reasoning):
+        reply: str = answer("Say hello.")
+
+    return arq.PromptBuilder().build(Tiny, {})
