@@ -111,7 +111,7 @@ def test_default_model_is_the_packaged_smollm2(monkeypatch: pytest.MonkeyPatch) 
     local = LlamaCppBackend()
     assert local.model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert local.model_path.is_file()
-    assert local.name == "SmolLM2-135M-Instruct.Q4_1"
+    assert local.name == "SmolLM2-135M-Instruct.Q4_1 as Q8_0"  # the weights it runs in
     assert local.capabilities == arq.backends.Capabilities("json_schema", True, True)
     assert isinstance(local, Backend)
     asyncio.run(local.aclose())

@@ -56,7 +56,7 @@ def test_the_bundled_model_runs_re_encoded_as_q8_0(monkeypatch: pytest.MonkeyPat
     try:
         assert local.weights == "Q8_0"
         assert local.model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file shipped
-        assert local.name == "SmolLM2-135M-Instruct.Q4_1"  # named after its source
+        assert local.name == "SmolLM2-135M-Instruct.Q4_1 as Q8_0"  # traces say what ran
         local.prompt_tokens(arq_request())  # loads the model
         assert local._llm.metadata["general.file_type"] == FILE_TYPE_Q8_0
         assert Path(local._llm.model_path).parent == cache_dir()
@@ -77,6 +77,7 @@ def test_the_bundled_model_can_run_as_shipped(monkeypatch: pytest.MonkeyPatch) -
     try:
         local.prompt_tokens(arq_request())
         assert local._llm.model_path == str(local.model_path)
+        assert local.name == "SmolLM2-135M-Instruct.Q4_1"
     finally:
         asyncio.run(local.aclose())
 
@@ -132,6 +133,24 @@ def test_a_copy_that_cannot_be_made_leaves_the_file_as_it_is(
     with pytest.warns(RuntimeWarning, match="conversion failed"):
         assert reencoded(llama_cpp, broken, "Q8_0", cache) == broken
     assert list(cache.iterdir()) == []  # the partial file is removed
+
+
+def test_a_backend_whose_copy_cannot_be_made_runs_the_file_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("ARQ_CACHE_DIR", str(blocked))
+    monkeypatch.delenv("ARQ_MODEL", raising=False)
+    local = LlamaCppBackend()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not re-encode"):
+            local.prompt_tokens(arq_request())  # loads, on the worker thread
+        assert local._llm.model_path == str(local.model_path)
+        assert local.weights is None
+        assert local.name == "SmolLM2-135M-Instruct.Q4_1"
+    finally:
+        asyncio.run(local.aclose())
 
 
 def test_the_cache_folder_follows_the_environment(

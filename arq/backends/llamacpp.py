@@ -194,8 +194,9 @@ class LlamaCppBackend:
 
     @property
     def name(self) -> str:
-        """The model file's name without its extension."""
-        return self.model_path.stem
+        """The model file's name without its extension, then the encoding its weights run in
+        if it is not the file's own ("SmolLM2-135M-Instruct.Q4_1 as Q8_0")."""
+        return self.model_path.stem + (f" as {self.weights}" if self.weights else "")
 
     @property
     def capabilities(self) -> Capabilities:
@@ -288,6 +289,8 @@ class LlamaCppBackend:
             level = logging.DEBUG if self._options["verbose"] else logging.ERROR
             logging.getLogger("llama-cpp-python").setLevel(level)
             path = reencoded(self._lib, path, self.weights)
+            if path == self.model_path:  # it could not be converted (reencoded warned)
+                self.weights = None
         try:
             llm = self._lib.Llama(model_path=str(path), **self._options)
         except Exception as exc:
