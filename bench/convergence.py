@@ -50,7 +50,7 @@ from arq.parsing import StepParser
 from arq.trace import Trace
 
 QUICK_NS = (2, 8, 32)
-QUICK_TASKS = {2: 4, 8: 3, 32: 1}  # 3.7 minutes with --jobs 2 on 2 cores
+QUICK_TASKS = {2: 4, 8: 3, 32: 1}  # 2.6 minutes with --jobs 2 on 2 cores
 FULL_TASKS = dict.fromkeys(NS, 30)
 MARKERS = ("<!-- convergence-table:start -->", "<!-- convergence-table:end -->")
 _TABLE = re.compile(f"{re.escape(MARKERS[0])}.*?{re.escape(MARKERS[1])}", re.S)
