@@ -1,11 +1,11 @@
 """A GGUF model's weights re-encoded for llama.cpp's fast CPU kernels, kept in a cache.
 
-llama.cpp reads a prompt with matrix kernels that cover Q8_0, Q4_0 and F16 weights but
-not Q4_1, the type the bundled SmolLM2-135M ships in, so a Q4_1 prompt takes the slow
-path. Re-encoded as Q8_0, each weight stays within 1/254 of its block's largest one (a
-twentieth of a Q4_1 step): the same model, which reads a 2,300-token prompt 1.8 times as
-fast and generates as fast (`bench/weights.py`). Converting takes a second or two; the copy
-is kept under `cache_dir()` and used again while the source file is unchanged.
+llama.cpp reads a prompt with matrix kernels (llamafile's) that cover F16, Q8_0, Q4_0 and
+a few other types but not Q4_1, the type the bundled SmolLM2-135M ships in, so a Q4_1
+prompt takes a slower path. Re-encoded as Q8_0, each weight stays within 1/254 of the
+largest in its block of 32: the same model, which reads a 2,300-token prompt 1.8 times as
+fast and generates a little faster (`bench/weights.py`). Converting takes about a second;
+the copy is kept under `cache_dir()` and used again while the source file is unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENCODINGS", "cache_dir", "reencoded"]
+__all__ = ["ENCODINGS", "cache_dir", "check_encoding", "reencoded"]
 
 ENCODINGS = {"Q8_0": 7, "F16": 1}
 """Encodings a model can be re-encoded to, with llama.cpp's file type for each
