@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -16,13 +15,9 @@ pytest_plugins = ["pytester"]
 def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Re-encoded models go to a folder of this run, not the user's cache (subprocesses
     inherit it): the bundled one is converted once per run."""
-    before = os.environ.get("ARQ_CACHE_DIR")
-    os.environ["ARQ_CACHE_DIR"] = str(tmp_path_factory.mktemp("arq-cache"))
-    yield
-    if before is None:
-        del os.environ["ARQ_CACHE_DIR"]
-    else:
-        os.environ["ARQ_CACHE_DIR"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARQ_CACHE_DIR", str(tmp_path_factory.mktemp("arq-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -3,36 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
+import arq  # noqa: E402
+from arq import Reasoning, answer  # noqa: E402
 from arq.backends import LlamaCppBackend  # noqa: E402
+from arq.backends.llamacpp import _resolve_model_path  # noqa: E402
 from arq.backends.weights import cache_dir, reencoded  # noqa: E402
 
 FILE_TYPE_Q8_0 = "7"  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0, as the GGUF metadata writes it
 
 
+class Tiny(Reasoning):
+    reply: str = answer("Say hello.")
+
+
+REQUEST = arq.PromptBuilder().build(Tiny, {})
+
+
 @pytest.fixture(scope="module")
 def source() -> Path:
     """The bundled model file, as shipped (Q4_1)."""
-    local = LlamaCppBackend()
-    asyncio.run(local.aclose())
-    return local.model_path
+    return _resolve_model_path()
 
 
 @pytest.fixture
 def quiet() -> Iterator[None]:
     """llama.cpp logs each converted tensor unless its logger is raised (as the backend does)."""
-    import logging
-
     logger = logging.getLogger("llama-cpp-python")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -57,7 +63,7 @@ def test_the_bundled_model_runs_re_encoded_as_q8_0(monkeypatch: pytest.MonkeyPat
         assert local.weights == "Q8_0"
         assert local.model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file shipped
         assert local.name == "SmolLM2-135M-Instruct.Q4_1 as Q8_0"  # traces say what ran
-        local.prompt_tokens(arq_request())  # loads the model
+        local.prompt_tokens(REQUEST)  # loads the model
         assert local._llm.metadata["general.file_type"] == FILE_TYPE_Q8_0
         assert Path(local._llm.model_path).parent == cache_dir()
     finally:
@@ -75,7 +81,7 @@ def test_the_bundled_model_can_run_as_shipped(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("ARQ_MODEL", raising=False)
     local = LlamaCppBackend(weights=None)
     try:
-        local.prompt_tokens(arq_request())
+        local.prompt_tokens(REQUEST)
         assert local._llm.model_path == str(local.model_path)
         assert local.name == "SmolLM2-135M-Instruct.Q4_1"
     finally:
@@ -145,7 +151,7 @@ def test_a_backend_whose_copy_cannot_be_made_runs_the_file_and_says_so(
     local = LlamaCppBackend()
     try:
         with pytest.warns(RuntimeWarning, match="could not re-encode"):
-            local.prompt_tokens(arq_request())  # loads, on the worker thread
+            local.prompt_tokens(REQUEST)  # loads, on the worker thread
         assert local._llm.model_path == str(local.model_path)
         assert local.weights is None
         assert local.name == "SmolLM2-135M-Instruct.Q4_1"
@@ -164,13 +170,3 @@ def test_the_cache_folder_follows_the_environment(
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir() == tmp_path / "home" / ".cache" / "arq"
-
-
-def arq_request() -> Any:
-    import arq
-    from arq import Reasoning, answer
-
-    class Tiny(Reasoning):
-        reply: str = answer("Say hello.")
-
-    return arq.PromptBuilder().build(Tiny, {})
