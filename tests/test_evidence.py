@@ -25,6 +25,13 @@ def test_the_line_sharing_the_rarest_words_is_quoted() -> None:
     assert evidence({"record": RECORD}, query) == ["Returned on: 2019/08/22"]
 
 
+def test_a_lone_letter_is_not_a_word_that_chooses_a_line() -> None:
+    record = "Lot: S-769\nReturned on: 2019/08/22\nTenant: Maria Keller"
+    query = "The date it was returned: that is not the date on the record's line"
+    assert evidence({"record": record}, query) == ["Returned on: 2019/08/22"]
+    assert evidence({"record": "Unit 7 of 9\nFloor: 3"}, "unit 7") == ["Unit 7 of 9"]
+
+
 def test_words_common_to_every_line_do_not_choose_one() -> None:
     context = {"a": "the cat\nthe dog"}
     assert evidence(context, "the") == ["the cat", "the dog"]  # a tie: both, in order

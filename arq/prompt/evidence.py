@@ -28,7 +28,9 @@ MAX_LINE = 200  # characters quoted of one line
 
 
 def _words(text: str) -> set[str]:
-    return {word.lower() for word in _WORD.findall(text)}
+    """The words of `text`, lowercased; a lone letter (the "s" of "record's", the "S" of
+    an id like "S-769") says nothing about which line is meant, a lone digit may."""
+    return {word.lower() for word in _WORD.findall(text) if len(word) > 1 or word.isdigit()}
 
 
 def _lines(context: Mapping[str, Any]) -> list[str]:
