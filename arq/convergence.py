@@ -211,12 +211,14 @@ class RunLoop(Generic[SchemaT]):
             attempt.elapsed = loop.time() - started
 
     def _settings(self, kind: AttemptKind, number: int) -> Settings:
-        """The first call's settings; repairs at their own temperature and a new seed."""
-        settings = self.executor.settings
+        """The first call's settings; later calls with a new seed, and their first step
+        (the one a repair redoes) at the repair temperature."""
+        ex = self.executor
+        settings = ex.settings
         if kind == "first":
             return settings
         seed = None if settings.seed is None else settings.seed + number - 1
-        return replace(settings, temperature=self.executor.repair_temperature, seed=seed)
+        return replace(settings, first_step_temperature=ex.repair_temperature, seed=seed)
 
     def _failing_step(self, error: StepError | OutputParseError) -> str:
         if isinstance(error, StepError):

@@ -45,8 +45,11 @@ class Executor:
         retry: Transport retries per call (timeouts, dropped streams, 408/409/429/5xx), a
             separate budget from repairs.
         temperature: Sampling temperature sent with each call (None: the server's).
-        repair_temperature: Temperature of repair calls, if different. Greedy decoding tends
-            to write the same wrong value again; some randomness gives a repair a chance.
+        repair_temperature: Temperature of the step a repair redoes, if different. Greedy
+            decoding tends to write the same wrong value again; some randomness gives a
+            repair a chance. The steps after it are written at `temperature` where the
+            backend can change it within an answer (the embedded model); a service that
+            takes one temperature per answer samples the whole repair at this one.
         max_tokens: Output token limit of each call (None: the server's).
         seed: Sampling seed, where the server honours one.
         deadline: Seconds a whole run may take, retries and repairs included.

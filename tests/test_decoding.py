@@ -59,6 +59,18 @@ def test_keys_inside_values_are_not_steps() -> None:
     assert due_after(writer, '{"', 'a": {"', 'x": 1}, "') == [b'a":', b"", b'b":']
 
 
+def test_steps_begun_counts_the_answers_own_step_keys() -> None:
+    writer = KeyWriter(["a", "b"], inside_object=False)
+    begun = []
+    for piece in ['{"', 'a": {"', 'x": "', "y", '"}, ', '"', 'b": 1}']:
+        writer.feed(piece.encode())
+        begun.append(writer.steps_begun)
+    assert begun == [1, 1, 1, 1, 1, 2, 2]  # nested keys and values do not count
+    continuation = KeyWriter(["b"], inside_object=True)
+    continuation.feed(b' "')
+    assert continuation.steps_begun == 1
+
+
 def test_a_key_off_the_expected_one_is_left_to_the_grammar() -> None:
     writer = KeyWriter(KEYS, inside_object=False)
     assert due_after(writer, '{ "x') == [b""]

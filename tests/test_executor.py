@@ -37,6 +37,7 @@ from arq.testing import (
     ReceivedRequest,
     Reply,
     SchemaResponder,
+    ScriptedBackend,
     Stall,
     Status,
     Truncated,
@@ -729,4 +730,14 @@ def test_repairs_sample_at_their_own_temperature_with_a_new_seed(
     assert ex.run(Ticket, CONTEXT).output == EXPECTED
     first, repair = (r.body for r in server.requests)
     assert (first["temperature"], first["seed"]) == (0.0, 7)
+    # the API takes one temperature per answer: the repaired step's
     assert (repair["temperature"], repair["seed"]) == (0.7, 8)
+
+
+def test_a_repair_samples_its_step_and_writes_the_steps_after_it_as_the_first_call() -> None:
+    backend = ScriptedBackend(text({**GOOD, "order_id": "R-0000"}), text(suffix("order_id")))
+    with Executor(backend, temperature=0.0, repair_temperature=0.7, seed=7) as ex:
+        assert ex.run(Ticket, CONTEXT).output == EXPECTED
+    first, repair = (call.settings for call in backend.calls)
+    assert (first.temperature, first.first_step_temperature, first.seed) == (0.0, None, 7)
+    assert (repair.temperature, repair.first_step_temperature, repair.seed) == (0.0, 0.7, 8)

@@ -36,6 +36,7 @@ if _MISSING:
     pytest.skip(f"{', '.join(_MISSING)} not installed", allow_module_level=True)
 
 import llama_cpp  # noqa: E402  (only once it is known to be installed)
+import numpy as np  # noqa: E402  (installed with llama-cpp-python)
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
 from arq.backends.grammar import bounded_integer_rule, json_grammar  # noqa: E402
@@ -277,6 +278,92 @@ def test_step_keys_are_written_not_sampled(
     assert picks_all == tokens_all + 1  # every token sampled, and the end of the answer
     # each key after the opening quote is written: at least one token per step skips sampling
     assert picks + len(request.steps) <= tokens + 1
+
+
+# --- the first step's temperature -------------------------------------------------------------
+
+
+def greedy_picks_around_the_switch(
+    backend: LlamaCppBackend,
+    request: Request,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[bool], list[bool], str]:
+    """Whether each pick was the best token the grammar allowed, for the picks before and
+    after the sampler left the first step's temperature, and the answer's text up to the
+    switch."""
+    from arq.backends.sampling import GrammarSampler
+
+    greedy: list[bool] = []
+    accepted: list[int] = []
+    switch: list[int] = []  # picks and tokens made before the first switch
+    pick, accept, done = GrammarSampler.pick, GrammarSampler.accept, GrammarSampler.first_step_done
+
+    def recorded_pick(self: GrammarSampler, logits: Any) -> int:
+        best = int(np.argmax(logits))
+        if not self.allows(best):
+            best = int(np.argmax(self._masked(logits)))
+        token = pick(self, logits)
+        greedy.append(token == best)
+        return token
+
+    def recorded_accept(self: GrammarSampler, token: int) -> None:
+        accepted.append(token)
+        accept(self, token)
+
+    def recorded_done(self: GrammarSampler) -> None:
+        if not switch:
+            switch.extend((len(greedy), len(accepted)))
+        done(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GrammarSampler, "pick", recorded_pick)
+        patch.setattr(GrammarSampler, "accept", recorded_accept)
+        patch.setattr(GrammarSampler, "first_step_done", recorded_done)
+        chunks = asyncio.run(collect(backend, request, settings))
+    assert chunks[-1].finish_reason == "stop"
+    picks, tokens = switch
+    text = bytes(backend._llm.detokenize(accepted[:tokens])).decode()
+    return greedy[:picks], greedy[picks:], text
+
+
+@pytest.mark.parametrize("prefill", [False, True], ids=["whole", "continuation"])
+def test_the_first_step_is_sampled_and_the_rest_written_greedy(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, prefill: bool
+) -> None:
+    kept = {"request": "a refund", "order_id": "A-1234", "topics": ["refund"], "urgent": True}
+    request = repair(kept) if prefill else build()
+    first, second = request.steps[:2]
+    sampled_first_steps = 0
+    for seed in range(4):
+        settings = Settings(max_tokens=400, temperature=0, first_step_temperature=1.5, seed=seed)
+        before, after, text = greedy_picks_around_the_switch(
+            backend, request, settings, monkeypatch
+        )
+        # the switch comes as the second step's key is written, before its value
+        assert text.count(f'"{first}"') == 1, text
+        assert text.endswith(f'"{second}":'), text
+        assert after
+        assert all(after)
+        sampled_first_steps += not all(before)
+    assert sampled_first_steps >= 2
+
+
+def test_the_first_step_is_picked_as_a_sampled_answer_picks_it(backend: LlamaCppBackend) -> None:
+    kept = {"request": "a refund", "order_id": "A-1234", "topics": ["refund"], "urgent": True}
+    request = repair(kept)
+    decisions = set()
+    for seed in range(6):
+        answers = [
+            json.loads(request.prefill + text_of(asyncio.run(collect(backend, request, s))))
+            for s in (
+                Settings(max_tokens=400, temperature=0, first_step_temperature=1.5, seed=seed),
+                Settings(max_tokens=400, temperature=1.5, seed=seed),
+            )
+        ]
+        assert answers[0]["decision"] == answers[1]["decision"]
+        decisions.add(answers[0]["decision"])
+    assert decisions == {"reply", "escalate"}
 
 
 # --- prefill ---------------------------------------------------------------------------------

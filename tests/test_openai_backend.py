@@ -322,6 +322,14 @@ def test_sampling_settings_only_when_set_even_when_zero() -> None:
     assert "seed" not in body
 
 
+def test_one_temperature_per_answer_the_first_steps_when_it_has_its_own() -> None:
+    backend = OpenAIBackend("gpt-test")
+    body = backend.payload(build(), Settings(temperature=0.0, first_step_temperature=0.7))
+    assert body["temperature"] == 0.7
+    body = backend.payload(build(), Settings(first_step_temperature=0.0))
+    assert body["temperature"] == 0.0
+
+
 def test_payload_is_fresh_each_time() -> None:
     backend = OpenAIBackend("gpt-test")
     request = build()

@@ -46,11 +46,23 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Per-request sampling settings the executor passes down."""
+    """Per-request sampling settings the executor passes down.
+
+    Attributes:
+        max_tokens: Output token limit (None: the backend's).
+        temperature: Sampling temperature (None: the backend's).
+        seed: Sampling seed, where the service honours one.
+        first_step_temperature: The temperature of the answer's first step, if not
+            `temperature`: a repair samples the step it redoes and writes the steps after
+            it as a first call would. A backend that can change the temperature within an
+            answer (`LlamaCppBackend`) switches when the second step's key opens; one that
+            takes one temperature per answer (`OpenAIBackend`) uses this one throughout.
+    """
 
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
+    first_step_temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

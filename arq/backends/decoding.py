@@ -135,7 +135,8 @@ class Decoding:
 
     def _take(self, token: int, room: int) -> list[int]:
         """`token`, then the tokens of the key text it makes due, as many as the grammar
-        takes and `room` allows; all accepted by the grammar."""
+        takes and `room` allows; all accepted by the grammar. Once the answer's second
+        step begins, the sampler leaves the first step's temperature."""
         sampler, keys, piece = self._sampler, self._keys, self._vocabulary.piece
         sampler.accept(token)
         keys.feed(piece(token))
@@ -147,6 +148,8 @@ class Decoding:
             sampler.accept(forced)
             keys.feed(piece(forced))
             batch.append(forced)
+        if keys.steps_begun > 1:
+            sampler.first_step_done()
         return batch
 
     def _evaluate_prompt(self, prompt: list[int]) -> None:

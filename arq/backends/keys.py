@@ -32,6 +32,11 @@ class KeyWriter:
         """Take the bytes of the next token of the answer."""
         self._reader.feed(piece)
 
+    @property
+    def steps_begun(self) -> int:
+        """Steps of this answer whose key has been opened."""
+        return self._reader.keys_opened
+
     def due(self) -> bytes:
         """The text the grammar fixes next: the rest of the key being written and the
         colon after it, or nothing when the answer is not inside a step's key."""

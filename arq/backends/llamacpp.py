@@ -142,7 +142,8 @@ class LlamaCppBackend:
 
     The model loads on the first request, on the worker thread. `Settings.temperature`
     None means `DEFAULT_TEMPERATURE` (greedy), `Settings.max_tokens` None means
-    `DEFAULT_MAX_TOKENS`.
+    `DEFAULT_MAX_TOKENS`. `Settings.first_step_temperature` holds until the answer's
+    second step opens its key.
 
     Raises:
         ImportError: llama-cpp-python is not installed.
@@ -377,11 +378,7 @@ class LlamaCppBackend:
                 )
             limit = settings.max_tokens if settings.max_tokens is not None else DEFAULT_MAX_TOKENS
             limit = min(limit, n_ctx - len(tokens))
-            seed = settings.seed if settings.seed is not None else self._seed
-            temperature = (
-                DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
-            )
-            finish, count = self._decoding(request, tokens, temperature, seed).run(
+            finish, count = self._decoding(request, tokens, settings).run(
                 tokens,
                 limit,
                 stopped=lambda: stop.is_set() or self._closed,
@@ -401,9 +398,7 @@ class LlamaCppBackend:
             error.__cause__ = exc
             emit(error)
 
-    def _decoding(
-        self, request: Request, prompt: list[int], temperature: float, seed: int | None
-    ) -> Decoding:
+    def _decoding(self, request: Request, prompt: list[int], settings: Settings) -> Decoding:
         """The token loop for one answer."""
         # numpy and these helpers come with llama-cpp-python, which may not be installed
         from arq.backends.decoding import Decoding, Vocabulary
@@ -411,6 +406,7 @@ class LlamaCppBackend:
         from arq.backends.sampling import GrammarSampler
 
         llm, lib = self._llm, self._lib
+        seed = settings.seed if settings.seed is not None else self._seed
         if self._vocabulary is None:
             self._vocabulary = Vocabulary(llm)
         keys = KeyWriter(self._keys(request), inside_object=bool(request.prefill))
@@ -419,8 +415,11 @@ class LlamaCppBackend:
             lib,
             lib.llama_model_get_vocab(llm.model),
             self._grammar(request),
-            temperature=temperature,
+            temperature=(
+                DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
+            ),
             seed=lib.LLAMA_DEFAULT_SEED if seed is None else seed,  # default: random
+            first_step_temperature=settings.first_step_temperature,
         )
         return Decoding(lib, self._vocabulary, sampler, keys, steering, write_keys=self._write_keys)
 

@@ -136,8 +136,12 @@ class OpenAIBackend:
             body["stream_options"] = {"include_usage": True}
         if settings.max_tokens is not None:
             body[self._max_tokens_param] = settings.max_tokens
-        if settings.temperature is not None:
-            body["temperature"] = settings.temperature
+        # one temperature per answer: the first step's, so a repair still samples its step
+        temperature = settings.first_step_temperature
+        if temperature is None:
+            temperature = settings.temperature
+        if temperature is not None:
+            body["temperature"] = temperature
         if settings.seed is not None:
             body["seed"] = settings.seed
         name = request.schema.__name__

@@ -14,6 +14,9 @@ whole vocabulary and pick again (as llama.cpp's own `common_sampler` does).
   followed by a pick from the top 40 allowed tokens, so every token picked is allowed
   and is chosen among the model's likeliest.
 
+An answer's first step may be picked at its own temperature: a repair samples the step it
+redoes, then writes the steps after it as a first call would (`first_step_done`).
+
 The grammar's state advances only through `accept`, which a caller calls with tokens that
 `allows` said yes to: llama.cpp aborts the process on a token its grammar cannot take.
 """
@@ -39,29 +42,39 @@ class GrammarSampler:
         vocab: The model's vocabulary (`llama_model_get_vocab`).
         grammar: The GBNF text; its start rule is `root`.
         temperature: 0 for greedy decoding.
-        seed: The sampling seed (used when the temperature is above 0).
+        seed: The sampling seed (used when a temperature is above 0).
+        first_step_temperature: The temperature until `first_step_done` is called, if
+            not `temperature`.
 
     Raises:
         ValueError: llama.cpp could not parse the grammar.
     """
 
-    def __init__(self, lib: Any, vocab: Any, grammar: str, *, temperature: float, seed: int):
+    def __init__(
+        self,
+        lib: Any,
+        vocab: Any,
+        grammar: str,
+        *,
+        temperature: float,
+        seed: int,
+        first_step_temperature: float | None = None,
+    ) -> None:
         self._lib = lib
         self._grammar = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
         if not self._grammar:
             raise ValueError("llama.cpp could not parse the grammar")
-        self._chain = None
-        if temperature > 0:
-            self._chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-            for link in (
-                lib.llama_sampler_init_top_p(TOP_P, 1),
-                lib.llama_sampler_init_min_p(MIN_P, 1),
-                lib.llama_sampler_init_temp(temperature),
-                lib.llama_sampler_init_dist(seed),
-            ):
-                lib.llama_sampler_chain_add(self._chain, link)
+        self._later = self._chain = self._sampling_chain(temperature, seed)
+        if first_step_temperature is not None and first_step_temperature != temperature:
+            self._chain = self._sampling_chain(first_step_temperature, seed)
         self._one = np.zeros(1, _CANDIDATE)
         self._all: np.ndarray | None = None  # every token, made on the first refusal
+
+    def first_step_done(self) -> None:
+        """Pick at `temperature` from here on (the answer's second step has begun)."""
+        if self._chain is not self._later:
+            self._free(self._chain)
+            self._chain = self._later
 
     def pick(self, logits: np.ndarray) -> int:
         """The next token for these logits (float32, one per token of the vocabulary).
@@ -89,10 +102,29 @@ class GrammarSampler:
 
     def close(self) -> None:
         """Free llama.cpp's samplers."""
-        for sampler in (self._grammar, self._chain):
-            if sampler:
-                self._lib.llama_sampler_free(sampler)
-        self._grammar = self._chain = None
+        self.first_step_done()  # frees the first step's chain if it is its own
+        self._free(self._chain)
+        self._free(self._grammar)
+        self._grammar = self._chain = self._later = None
+
+    def _sampling_chain(self, temperature: float, seed: int) -> Any:
+        """llama.cpp's chain after top-k for `temperature`; None for greedy (argmax)."""
+        lib = self._lib
+        if temperature <= 0:
+            return None
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        for link in (
+            lib.llama_sampler_init_top_p(TOP_P, 1),
+            lib.llama_sampler_init_min_p(MIN_P, 1),
+            lib.llama_sampler_init_temp(temperature),
+            lib.llama_sampler_init_dist(seed),
+        ):
+            lib.llama_sampler_chain_add(chain, link)
+        return chain
+
+    def _free(self, sampler: Any) -> None:
+        if sampler:
+            self._lib.llama_sampler_free(sampler)
 
     def _choose(self, logits: np.ndarray) -> int:
         if self._chain is None:
