@@ -102,7 +102,7 @@ async def main(args: argparse.Namespace) -> None:
     firsts = [float(str(r["first_step"])) for r in rows if r["first_step"] is not None]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"\n{args.runs} runs at temperature {args.temperature} (repairs at 0.7): "
+        f"\n{args.runs} runs at temperature {args.temperature} (repaired steps at 0.7): "
         f"{repaired} needed a repair, {args.runs - failed} valid, {failed} without a valid "
         f"answer ({failed_after} of them after repairs)"
     )
