@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar, Union, get_args, get_origin
 
 from pydantic import AfterValidator, ValidationInfo
 from pydantic.fields import FieldInfo
@@ -322,6 +323,7 @@ class Grounding:
     normalize_whitespace: bool = True
     whole_words: bool = False
     dates: bool = False  # the choices are ISO dates read from the context (`date_in`)
+    items: bool = False  # the step is a list, and each of its strings is held
 
     def __post_init__(self) -> None:
         if (self.choices is None) == (self.source is None):
@@ -339,8 +341,9 @@ class Grounding:
     def mentioned_in(self, lines: Sequence[str]) -> Grounding:
         """These choices less those `lines` do not mention, if they mention any (a value
         quoted whole-word, or for dates a date the lines write in any form); otherwise, and
-        for a source, unchanged. A repair narrows its step to the lines its evidence quotes."""
-        if self.choices is None or not lines:
+        for a source or a list, unchanged (a list may need choices the lines do not mention).
+        A repair narrows its step to the lines its evidence quotes."""
+        if self.choices is None or self.items or not lines:
             return self
         text = "\n".join(lines)
         if self.dates:
@@ -367,7 +370,8 @@ def grounding(
     context: Mapping[str, Any] | None,
     properties: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Grounding]:
-    """The `Grounding` of each field of type `str` held by `one_of` or `verbatim_in`.
+    """The `Grounding` of each field of type `str`, `str | None` or `list[str]` held by
+    `one_of`, `date_in` or `verbatim_in` (for a list, each of its strings).
 
     Fields whose check reads a key the context lacks are left out (validation reports the
     missing key), and so are fields no value could pass (no choices). A field with both
@@ -380,12 +384,14 @@ def grounding(
     if not context:
         return found
     for name, info in fields.items():
-        if info.annotation is not str:
-            continue  # lists, unions and the like: only the check holds them
+        items = get_origin(info.annotation) is list
+        metadata = _string_metadata(info)
+        if metadata is None:
+            continue  # objects, lists of them, other unions: only the check holds them
         choices: Sequence[str] | None = None
         quote: _Held | None = None
         dates = False
-        for item in info.metadata:
+        for item in metadata:
             held = getattr(getattr(item, "func", None), _GROUNDING_ATTR, None)
             if not isinstance(held, _Held) or held.key not in context:
                 continue
@@ -397,7 +403,8 @@ def grounding(
                 quote = held
         if choices is None and quote is None:
             continue
-        shape = StringShape.of((properties or {}).get(name))
+        schema = (properties or {}).get(name)
+        shape = StringShape.of(_string_schema(schema.get("items") if items and schema else schema))
         source = None if quote is None else _as_text(context[quote.key])
         if choices is not None:
             if quote is not None and source is not None:
@@ -411,14 +418,48 @@ def grounding(
             choices = listed  # None: too many to list, the source is kept
         if choices is not None:
             if choices:  # none left: no value can pass, and the check says why
-                found[name] = Grounding(choices=tuple(dict.fromkeys(choices)), dates=dates)
+                found[name] = Grounding(
+                    choices=tuple(dict.fromkeys(choices)), dates=dates, items=items
+                )
         elif quote is not None and source is not None:
             found[name] = Grounding(
                 source=source,
                 normalize_whitespace=quote.normalize_whitespace,
                 whole_words=quote.whole_words,
+                items=items,
             )
     return found
+
+
+def _string_metadata(info: FieldInfo) -> list[Any] | None:
+    """The metadata of a `str` field, of a `str | None` field's string (null is not
+    grounded: a logits processor only holds strings) or of a `list[str]` field's items;
+    None for any other type."""
+    if info.annotation is str:
+        return list(info.metadata)
+    origin = get_origin(info.annotation)
+    if origin is list:
+        options = list(get_args(info.annotation))
+    elif origin in (Union, types.UnionType):
+        options = [arg for arg in get_args(info.annotation) if arg is not type(None)]
+    else:
+        return None
+    if len(options) != 1:
+        return None
+    (inner,) = options
+    if inner is str:
+        return list(info.metadata)
+    if get_origin(inner) is Annotated and get_args(inner)[0] is str:
+        return [*get_args(inner)[1:], *info.metadata]
+    return None
+
+
+def _string_schema(schema: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A property's JSON Schema, or the string branch of its `anyOf` with null."""
+    for branch in (schema or {}).get("anyOf", ()):
+        if isinstance(branch, Mapping) and branch.get("type") == "string":
+            return branch
+    return schema
 
 
 def _quotes(choice: str, text: str, held: _Held) -> bool:

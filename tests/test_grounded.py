@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
+from pydantic import Field
 
 import arq
 from arq.backends.grounded import PENALTY, Grounded
@@ -115,6 +116,8 @@ class Form(arq.Reasoning):
     code: Annotated[str, arq.one_of("codes")] = arq.query("Which code?")
     both: Annotated[str, arq.one_of("codes"), arq.verbatim_in("notes")] = arq.query("Both?")
     many: Annotated[list[str], arq.one_of("codes")] = arq.query("Which codes?")
+    maybe: Annotated[str, arq.one_of("codes")] | None = arq.query("A code, if any?")
+    either: Annotated[str, arq.one_of("codes")] | int = arq.query("A code or a number?")
     plain: str = arq.answer("Anything.")
 
 
@@ -125,16 +128,22 @@ def test_grounding_follows_the_checks_and_the_context() -> None:
         "who": Grounding(source="Ann Lee took B-2"),
         "code": Grounding(choices=("A-1", "B-2")),
         "both": Grounding(choices=("B-2",)),  # the choices quoted from the notes
+        "maybe": Grounding(choices=("A-1", "B-2")),  # its string; null is the grammar's
+        "many": Grounding(choices=("A-1", "B-2"), items=True),  # each of its strings
     }
     assert grounding(Form.model_fields, {"codes": ["A-1"]}) == {
         "code": Grounding(choices=("A-1",)),
         "both": Grounding(choices=("A-1",)),
+        "maybe": Grounding(choices=("A-1",)),
+        "many": Grounding(choices=("A-1",), items=True),
     }
     assert grounding(Form.model_fields, None) == {}
     # no choice is quoted from the notes, or there is none: nothing can pass, nothing held
     assert grounding(Form.model_fields, {"notes": "nobody", "codes": ["A-1", ""]}) == {
         "who": Grounding(source="nobody"),
         "code": Grounding(choices=("A-1", "")),
+        "maybe": Grounding(choices=("A-1", "")),
+        "many": Grounding(choices=("A-1", ""), items=True),
     }
     assert grounding(Form.model_fields, {"codes": []}) == {}
 
@@ -152,7 +161,7 @@ def test_a_grounding_has_choices_or_a_source() -> None:
 def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None:
     context = {"notes": "Ann Lee took B-2", "codes": ["A-1", "B-2"]}
     request = PromptBuilder().build(Form, context)
-    assert set(request.grounding) == {"who", "code", "both"}
+    assert set(request.grounding) == {"who", "code", "both", "maybe", "many"}
     assert "grounding" not in request.to_dict()  # it follows from the schema and context
     repair = PromptBuilder().repair(
         request, accepted={"who": "Ann Lee"}, failure=None, prefill=True, rejected=['"A-1"']
@@ -160,11 +169,29 @@ def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None
     assert repair.grounding == {
         "code": Grounding(choices=("B-2",)),
         "both": Grounding(choices=("B-2",)),
+        "maybe": Grounding(choices=("A-1", "B-2")),  # "A-1" was rejected for "code" alone
+        "many": Grounding(choices=("A-1", "B-2"), items=True),
     }
     every = PromptBuilder().repair(
         request, accepted={"who": "Ann Lee"}, failure=None, rejected=['"A-1"', '"B-2"']
     )
     assert "code" not in every.grounding  # nothing left to offer: only the check holds it
+
+
+def test_an_optional_string_is_held_once_it_opens_and_null_stays_open() -> None:
+    class Maybe(arq.Reasoning):
+        code: Annotated[str, Field(pattern=r"^[A-Z]-[0-9]$"), arq.one_of("codes")] | None = (
+            arq.answer("Which code?")
+        )
+
+    context = {"codes": ["A-1", "B-2", "C-33"]}
+    request = PromptBuilder().build(Maybe, context)
+    # the string branch's pattern narrows the choices, as for a plain string step
+    assert request.grounding == {"code": Grounding(choices=("A-1", "B-2"))}
+    held = dict(request.grounding)
+    assert b"n" in allowed_after(b'{"', b"code", b'":', b" ", held=held)  # null is no string
+    assert allowed_after(b'{"', b"code", b'":', b' "', held=held) >= {b"A", b"B", b"A-1"}
+    assert b"Zed" not in allowed_after(b'{"', b"code", b'":', b' "', held=held)
 
 
 def test_a_token_between_the_key_and_the_colon_cannot_open_the_value_off_its_choices() -> None:
@@ -175,14 +202,34 @@ def test_a_token_between_the_key_and_the_colon_cannot_open_the_value_off_its_cho
 
 def test_strings_below_the_top_level_are_not_held() -> None:
     held = {"who": Grounding(choices=("B-2",))}
-    # a key "who" inside a nested object, and a string in an array: not the step's value
+    # a key "who" inside a nested object, and a string in a list inside a list
     assert (
         allowed_after(b'{"', b"code", b'":', b"{", b'"', b"who", b'":', b' "', held=held) == EVERY
     )
-    assert allowed_after(b'{"', b"who", b'":', b"[", b'"', held=held) == EVERY
+    assert allowed_after(b'{"', b"who", b'":', b"[", b"[", b'"', held=held) == EVERY
     # back at the top level, the next grounded value is held again
     after = (b'{"', b"code", b'":', b"[", b'"x"', b"]", b",", b'"', b"who", b'":', b' "')
     assert b"Zed" not in allowed_after(*after, held=held)
+
+
+def test_each_string_of_a_list_step_is_held() -> None:
+    held = {"code": Grounding(choices=("A-1", "B-2"), items=True)}
+    start = (b'{"', b"code", b'":', b" ", b"[")
+    assert allowed_after(*start, b'"', held=held) == {b"A", b"B", b"A-1"}
+    # an item may open only on the way to a choice; another may follow a closed one
+    assert b' "Z' not in allowed_after(*start, held=held)
+    assert b'"A-1"' in allowed_after(*start, held=held)
+    assert b'"x"' not in allowed_after(*start, b'"A-1"', b",", held=held)
+    assert allowed_after(*start, b'"A-1"', b",", b' "', held=held) == {b"A", b"B", b"A-1"}
+    # after the list, the next step is free again
+    assert allowed_after(*start, b'"A-1"', b"]", b",", b'"', b"who", b'":', held=held) == EVERY
+
+
+def test_an_evidence_line_does_not_narrow_a_list() -> None:
+    listed = Grounding(choices=("A-1", "B-2"), items=True)
+    assert listed.mentioned_in(["only A-1 here"]) == listed
+    single = Grounding(choices=("A-1", "B-2"))
+    assert single.mentioned_in(["only A-1 here"]) == Grounding(choices=("A-1",))
 
 
 def test_escaped_quotes_in_an_earlier_value_do_not_end_it() -> None:

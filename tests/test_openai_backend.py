@@ -224,6 +224,25 @@ def test_payload_narrows_one_of_steps_to_the_runs_choices(
     assert schema["properties"]["code"]["enum"] == ["B-2"]  # a refused choice is not offered
 
 
+class MaybeMany(arq.Reasoning):
+    maybe: Annotated[str, arq.one_of("codes")] | None = arq.query("A code, if any?")
+    many: Annotated[list[str], arq.one_of("codes")] = arq.answer("Which codes?")
+
+
+@pytest.mark.parametrize(("mode", "path"), SCHEMA_PATHS)
+def test_an_optional_or_list_step_is_narrowed_where_its_strings_are(
+    mode: OutputMode, path: tuple[str | int, ...]
+) -> None:
+    request = PromptBuilder().build(MaybeMany, {"codes": ["A-1", "B-2"]})
+    schema = sent_schema(mode, path, request)
+    maybe, many = schema["properties"]["maybe"], schema["properties"]["many"]
+    assert "enum" not in maybe  # null stays allowed
+    assert {"type": "string", "enum": ["A-1", "B-2"]} in maybe["anyOf"]
+    assert {"type": "null"} in maybe["anyOf"]
+    assert "enum" not in many
+    assert many["items"]["enum"] == ["A-1", "B-2"]
+
+
 class Named(arq.Reasoning):
     name: Annotated[str, Field(pattern=r"^[A-Z][a-z]+$"), arq.verbatim_in("notes")] = arq.query(
         "Whose?"

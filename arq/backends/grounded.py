@@ -1,4 +1,5 @@
-"""Holds string steps to what their context checks allow, while they are written.
+"""Holds string steps (and the strings of list steps) to what their context checks allow,
+while they are written.
 
 `one_of("ids")` and `verbatim_in("record")` are known exactly once the run's context is:
 the value is one of the ids, or a quote of the record (`arq.checks.Grounding`). A grammar
@@ -34,6 +35,7 @@ from arq.checks import Grounding
 __all__ = ["PENALTY", "Grounded"]
 
 PENALTY = 1e5
+_HELD = ("value", "item")  # the strings held: a step's value, or an item of its list
 
 
 def _inside_escapes(content: bytes) -> frozenset[int]:
@@ -151,7 +153,7 @@ class Grounded:
             self.reader.feed(self.table.pieces[int(token)])
         self._seen = len(input_ids)
         reader = self.reader
-        if reader.in_string and reader.role == "value" and reader.key in self.spaces:
+        if reader.in_string and reader.role in _HELD and reader.key in self.spaces:
             content = bytes(reader.content)
             space = self.spaces[reader.key]
             if not space.open_ok(content):
@@ -168,10 +170,11 @@ class Grounded:
         return scores
 
     def _near_value(self) -> bool:
-        """A grounded value is due, or its key is being written: a quote token may reach it."""
+        """A grounded value or list item is due, or its key is being written: a quote token
+        may reach it."""
         reader = self.reader
         if not reader.in_string:
-            return reader.awaiting and reader.key in self.spaces
+            return (reader.awaiting or reader.in_list) and reader.key in self.spaces
         return reader.role == "key" and any(
             key.startswith(bytes(reader.content)) for key in self.spaces
         )
@@ -182,13 +185,13 @@ class Grounded:
         after = copy.copy(before)
         after.content = bytearray(before.content)
         for byte in self.table.pieces[token]:
-            was_in_value = after.in_string and after.role == "value"
+            was_in_value = after.in_string and after.role in _HELD
             key = after.key
             after.feed(bytes([byte]))
             if was_in_value and not after.in_string:  # the value closed here
                 space = self.spaces.get(key)
                 if space is not None and not space.closed_ok(bytes(after.content)):
                     return False
-        if after.in_string and after.role == "value" and after.key in self.spaces:
+        if after.in_string and after.role in _HELD and after.key in self.spaces:
             return self.spaces[after.key].open_ok(bytes(after.content))
         return True

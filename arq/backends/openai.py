@@ -19,6 +19,7 @@ from typing import Any, Literal
 import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.checks import Grounding
 from arq.errors import BackendError
 from arq.jsonschema import json_schema
 from arq.prompt import Request
@@ -280,18 +281,31 @@ def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
     skipped (OpenAI refuses larger enums); those, and quotes of a whole source, are left
     to the check."""
     properties = schema.get("properties", {})
-    choices: dict[str, tuple[str, ...]] = {}
+    choices: dict[str, Grounding] = {}
     values, chars = MAX_ENUM_VALUES, MAX_ENUM_CHARS
     for step, held in request.grounding.items():
         if held.choices is None or step not in properties:
             continue
         size = sum(len(choice) for choice in held.choices)
         if len(held.choices) <= values and size <= chars:
-            choices[step] = held.choices
+            choices[step] = held
             values, chars = values - len(held.choices), chars - size
     if not choices:
         return schema
     narrowed = copy.deepcopy(schema)
-    for step, allowed in choices.items():
-        narrowed["properties"][step]["enum"] = list(allowed)
+    for step, held in choices.items():
+        _string_part(narrowed["properties"][step], items=held.items)["enum"] = list(
+            held.choices or ()
+        )
     return narrowed
+
+
+def _string_part(prop: dict[str, Any], *, items: bool) -> dict[str, Any]:
+    """Where a step's strings are in its JSON Schema: the property, a list's `items`, or
+    the string branch of an `anyOf` with null (so null stays allowed)."""
+    target: dict[str, Any] = prop["items"] if items else prop
+    for branch in target.get("anyOf", ()):
+        if branch.get("type") == "string":
+            string: dict[str, Any] = branch
+            return string
+    return target

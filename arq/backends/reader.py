@@ -26,6 +26,7 @@ class JsonReader:
     __slots__ = (
         "after_colon",
         "awaiting",
+        "container",
         "content",
         "depth",
         "escaped",
@@ -39,7 +40,9 @@ class JsonReader:
         self.depth = depth  # 1 when the answer continues an object its prefill opened
         self.in_string = False
         self.escaped = False  # the string's last byte is an escaping backslash
-        self.role = ""  # of the string being written: "key", "value" (top level) or ""
+        self.role = ""  # of the string being written: "key", "value" (top level), "item"
+        # (directly in a top-level value's list) or ""
+        self.container = 0  # the byte that opened the top-level value's list or object
         self.content = bytearray()
         self.key = b""  # the latest top-level key
         self.awaiting = False  # that key is written and its value has not started
@@ -69,10 +72,19 @@ class JsonReader:
                 self.content = bytearray()
                 top = self.depth == 1
                 self.role = "value" if top and starts_value else "key" if top else ""
+                if self.in_list:
+                    self.role = "item"
                 self.keys_opened += self.role == "key"
             elif byte in b"{[":
                 self.depth += 1
+                if self.depth == 2:
+                    self.container = byte
             elif byte in b"}]":
                 self.depth -= 1
             elif colon:
                 self.after_colon = True
+
+    @property
+    def in_list(self) -> bool:
+        """Directly inside the list a top-level value opened (between or in its items)."""
+        return self.depth == 2 and self.container == 0x5B
