@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ParamSpec, TypeVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ValidationInfo
 from pydantic.fields import FieldInfo
 
 from arq.dates import dates_in
@@ -309,11 +309,13 @@ def coverage_problem(expected: Sequence[str], got: Sequence[str]) -> str | None:
 class Grounding:
     """The values a string step's context checks allow, known once the context is.
 
-    Exactly one of the two is set: `choices`, the value is one of them (`one_of`,
-    `date_in`, or the quotes of a source that fit the step's shape); or `source`, the
+    Exactly one of three is set: `choices`, the value is one of them (`one_of`,
+    `date_in`, or the quotes of a source that fit the step's shape); `source`, the
     value is quoted from it (`verbatim_in`; with `normalize_whitespace` its whitespace
     runs are written as one space, as the check compares them; `whole_words` is the
-    check's, which the backend does not enforce on a source). A backend that sees the
+    check's, which the backend does not enforce on a source); or `fields`, for a step
+    that holds an object (or a list of them, with `items`): the `Grounding` of each of
+    its string fields held so. A backend that sees the
     logits (`LlamaCppBackend`) holds the value to them while it is written, so a small
     model cannot invent a name or an id; the check still runs either way.
     """
@@ -324,16 +326,17 @@ class Grounding:
     whole_words: bool = False
     dates: bool = False  # the choices are ISO dates read from the context (`date_in`)
     items: bool = False  # the step is a list, and each of its strings is held
+    fields: tuple[tuple[str, Grounding], ...] | None = None
 
     def __post_init__(self) -> None:
-        if (self.choices is None) == (self.source is None):
-            raise ValueError("a Grounding has choices or a source, not both or neither")
+        if sum(part is not None for part in (self.choices, self.source, self.fields)) != 1:
+            raise ValueError("a Grounding has choices, a source or fields: exactly one")
 
     def without(self, refused: Iterable[Any]) -> Grounding | None:
         """These choices less the `refused` values; None if none is left. A source is kept
         as it is: its quotes were too many to list, and the backend steers off refused ones."""
         if self.choices is None:
-            return self
+            return self  # a source, or an object's fields: refused values are not theirs
         gone = {str(value) for value in refused}
         left = tuple(choice for choice in self.choices if choice not in gone)
         return replace(self, choices=left) if left else None
@@ -385,9 +388,16 @@ def grounding(
         return found
     for name, info in fields.items():
         items = get_origin(info.annotation) is list
+        model = _model_of(info.annotation)
+        if model is not None:
+            inner = grounding(model.model_fields, context)
+            nested = tuple((key, g) for key, g in inner.items() if g.fields is None)  # one level
+            if nested:
+                found[name] = Grounding(fields=nested, items=items)
+            continue
         metadata = _string_metadata(info)
         if metadata is None:
-            continue  # objects, lists of them, other unions: only the check holds them
+            continue  # other types and unions: only the check holds them
         choices: Sequence[str] | None = None
         quote: _Held | None = None
         dates = False
@@ -451,6 +461,17 @@ def _string_metadata(info: FieldInfo) -> list[Any] | None:
         return list(info.metadata)
     if get_origin(inner) is Annotated and get_args(inner)[0] is str:
         return [*get_args(inner)[1:], *info.metadata]
+    return None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field of type `Model` or `list[Model]` holds, else None."""
+    if get_origin(annotation) is list:
+        (annotation,) = get_args(annotation) or (None,)
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
     return None
 
 

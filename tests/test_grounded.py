@@ -149,9 +149,9 @@ def test_grounding_follows_the_checks_and_the_context() -> None:
 
 
 def test_a_grounding_has_choices_or_a_source() -> None:
-    with pytest.raises(ValueError, match="choices or a source"):
+    with pytest.raises(ValueError, match="choices, a source or fields"):
         Grounding()
-    with pytest.raises(ValueError, match="choices or a source"):
+    with pytest.raises(ValueError, match="choices, a source or fields"):
         Grounding(choices=("a",), source="a")
     assert Grounding(choices=("a", "b")).without(["a"]) == Grounding(choices=("b",))
     assert Grounding(choices=("a",)).without(["a"]) is None
@@ -223,6 +223,50 @@ def test_each_string_of_a_list_step_is_held() -> None:
     assert allowed_after(*start, b'"A-1"', b",", b' "', held=held) == {b"A", b"B", b"A-1"}
     # after the list, the next step is free again
     assert allowed_after(*start, b'"A-1"', b"]", b",", b'"', b"who", b'":', held=held) == EVERY
+
+
+CODE_FIELD = (("code", Grounding(choices=("A-1", "B-2"))),)
+
+
+@pytest.mark.parametrize("items", [True, False], ids=["list of objects", "object"])
+def test_a_held_field_of_a_steps_objects_is_held(items: bool) -> None:
+    held = {"who": Grounding(fields=CODE_FIELD, items=items)}
+    start = (b'{"', b"who", b'":') + ((b"[",) if items else ())
+    assert allowed_after(*start, b'{"', b"code", b'":', b' "', held=held) == {b"A", b"B", b"A-1"}
+    assert b' "Z' not in allowed_after(*start, b'{"', b"code", b'":', held=held)
+    assert b' "A' in allowed_after(*start, b'{"', b"code", b'":', held=held)
+    # another field, the step's own value, and anything deeper are not held
+    assert allowed_after(*start, b'{"', b"who", b'":', b' "', held=held) == EVERY
+    assert allowed_after(*start, b'{"', b"code", b'":', b"[", b'"', held=held) == EVERY
+
+
+def test_the_next_object_of_a_list_is_held_again() -> None:
+    held = {"who": Grounding(fields=CODE_FIELD, items=True)}
+    first = (b'{"', b"who", b'":', b"[", b'{"', b"code", b'":', b' "', b"A-1", b'"}', b",")
+    assert allowed_after(*first, b'{"', b"code", b'":', b' "', held=held) == {b"A", b"B", b"A-1"}
+    assert allowed_after(*first, b'{"', b"code", b'":', b' "', b"B", held=held) == {b"-"}
+
+
+class Argument(arq.Reasoning):
+    name: str = arq.query("Which argument?")
+    value: Annotated[str, arq.verbatim_in("notes")] | None = arq.answer("Its value?")
+    deeper: Form = arq.answer("More?")
+
+
+class WithObjects(arq.Reasoning):
+    arguments: list[Argument] = arq.query("Which arguments?")
+    main: Argument = arq.query("The main one?")
+    loose: list[dict[str, str]] = arq.answer("Anything.")
+
+
+def test_grounding_reaches_one_level_into_objects() -> None:
+    found = grounding(WithObjects.model_fields, {"notes": "Ann Lee", "codes": ["A-1"]})
+    value = (("value", Grounding(source="Ann Lee")),)  # not the deeper object's fields
+    assert found == {
+        "arguments": Grounding(fields=value, items=True),
+        "main": Grounding(fields=value),
+    }
+    assert grounding(WithObjects.model_fields, {"codes": ["A-1"]}) == {}
 
 
 def test_an_evidence_line_does_not_narrow_a_list() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 import arq
 from arq.backends import LlamaCppBackend, Settings
@@ -129,6 +129,25 @@ class Pick(arq.Reasoning):
     quote: Annotated[str, arq.verbatim_in("ticket")] = arq.answer("Write a line about routers.")
 
 
+class Detail(BaseModel):
+    name: str = Field(description="A name for it.", max_length=20)
+    value: Annotated[str, Field(max_length=40), arq.verbatim_in("ticket")] | None = Field(
+        description="What the ticket says of it."
+    )
+
+
+class Picks(arq.Reasoning):
+    """Read the support ticket."""
+
+    codes: Annotated[list[str], Field(max_length=2), arq.one_of("codes")] = arq.query(
+        "Make up two new discount codes."
+    )
+    maybe: Annotated[str, arq.one_of("codes")] | None = arq.query("Make up one more code.")
+    details: Annotated[list[Detail], Field(min_length=1, max_length=2)] = arq.answer(
+        "Describe the router."
+    )
+
+
 def _complete(text: str) -> bool:
     try:
         json.loads(text)
@@ -158,4 +177,32 @@ def test_grounded_steps_stay_within_what_their_checks_allow(backend: LlamaCppBac
     # the same samples without the grounding: the model invents (so the test can fail);
     # an invented quote may run past the token budget, leaving the JSON unfinished
     invented = answers(free)
+    assert not all(_complete(text) and within(json.loads(text)) for text in invented), invented
+
+
+def test_optional_list_and_object_strings_are_held_too(backend: LlamaCppBackend) -> None:
+    context = {**CONTEXT, "codes": ["SAVE10", "WELCOME5"]}
+    grounded = arq.PromptBuilder().build(Picks, context)
+    assert set(grounded.grounding) == {"codes", "maybe", "details"}
+    free = dataclasses.replace(grounded, grounding={})
+
+    def answers(request: arq.Request) -> list[str]:
+        async def sample(seed: int) -> str:
+            settings = Settings(max_tokens=200, temperature=1.0, seed=seed)
+            return "".join([c.text async for c in backend.stream(request, settings)])
+
+        return [asyncio.run(sample(seed)) for seed in range(4)]
+
+    def within(answer: dict[str, Any]) -> bool:
+        values = [d["value"] for d in answer["details"] if d["value"] is not None]
+        return (
+            all(code in context["codes"] for code in answer["codes"])
+            and answer["maybe"] in [None, *context["codes"]]
+            and all(value.strip() and value in CONTEXT["ticket"] for value in values)
+        )
+
+    held = [json.loads(text) for text in answers(grounded)]
+    assert all(within(answer) for answer in held), held
+    assert any(answer["details"] for answer in held)
+    invented = answers(free)  # the same samples, not held: the model invents
     assert not all(_complete(text) and within(json.loads(text)) for text in invented), invented

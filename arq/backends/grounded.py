@@ -1,5 +1,5 @@
-"""Holds string steps (and the strings of list steps) to what their context checks allow,
-while they are written.
+"""Holds string steps (and the strings of list steps, and the string fields of the objects a
+step holds) to what their context checks allow, while they are written.
 
 `one_of("ids")` and `verbatim_in("record")` are known exactly once the run's context is:
 the value is one of the ids, or a quote of the record (`arq.checks.Grounding`). A grammar
@@ -121,6 +121,25 @@ class _Quote:
         return found
 
 
+class _Fields:
+    """The object a step holds (or each object of its list): some of its fields held."""
+
+    def __init__(self, spaces: dict[bytes, _Choices | _Quote]) -> None:
+        self.spaces = spaces
+
+
+def _string_space(table: TokenTable, held: Grounding) -> _Choices | _Quote:
+    if held.choices is not None:
+        return _Choices(table, held.choices)
+    return _Quote(table, held.quoted_text or "")
+
+
+def _space(table: TokenTable, held: Grounding) -> _Choices | _Quote | _Fields:
+    if held.fields is None:
+        return _string_space(table, held)
+    return _Fields({json_content(name): _string_space(table, g) for name, g in held.fields})
+
+
 class Grounded:
     """A llama.cpp logits processor: grounded steps' values stay within their `Grounding`.
 
@@ -138,12 +157,7 @@ class Grounded:
         inside_object: bool = False,
     ) -> None:
         self.table = table
-        self.spaces: dict[bytes, _Choices | _Quote] = {}
-        for step, held in grounding.items():
-            if held.choices is not None:
-                self.spaces[json_content(step)] = _Choices(table, held.choices)
-            elif held.quoted_text is not None:
-                self.spaces[json_content(step)] = _Quote(table, held.quoted_text)
+        self.spaces = {json_content(step): _space(table, held) for step, held in grounding.items()}
         self.reader = JsonReader(depth=1 if inside_object else 0)
         self._seen = start
         self._quotes = set(table.with_quote)
@@ -153,9 +167,9 @@ class Grounded:
             self.reader.feed(self.table.pieces[int(token)])
         self._seen = len(input_ids)
         reader = self.reader
-        if reader.in_string and reader.role in _HELD and reader.key in self.spaces:
+        space = self._held(reader) if reader.in_string else None
+        if space is not None:
             content = bytes(reader.content)
-            space = self.spaces[reader.key]
             if not space.open_ok(content):
                 return scores  # off already (the grammar forced it): nothing left to hold
             allowed = space.continuing(content) - self._quotes
@@ -169,15 +183,25 @@ class Grounded:
             scores[off] -= PENALTY
         return scores
 
+    def _held(self, reader: JsonReader) -> _Choices | _Quote | None:
+        """What the string `reader` is in is held to, if anything."""
+        space = self.spaces.get(reader.key)
+        if isinstance(space, _Fields):
+            return space.spaces.get(reader.field) if reader.role == "field" else None
+        return space if reader.role in _HELD else None
+
     def _near_value(self) -> bool:
-        """A grounded value or list item is due, or its key is being written: a quote token
+        """A grounded string is due, or the key before one is being written: a quote token
         may reach it."""
         reader = self.reader
+        space = self.spaces.get(reader.key)
+        if isinstance(space, _Fields):
+            if not reader.in_string:
+                return reader.field_awaiting and reader.field in space.spaces
+            return reader.role == "field_key" and _leads_to(reader.content, space.spaces)
         if not reader.in_string:
-            return (reader.awaiting or reader.in_list) and reader.key in self.spaces
-        return reader.role == "key" and any(
-            key.startswith(bytes(reader.content)) for key in self.spaces
-        )
+            return (reader.awaiting or reader.in_list) and space is not None
+        return reader.role == "key" and _leads_to(reader.content, self.spaces)
 
     def _grounded_after(self, token: int) -> bool:
         """Whether the answer stays grounded if `token` comes next."""
@@ -185,13 +209,16 @@ class Grounded:
         after = copy.copy(before)
         after.content = bytearray(before.content)
         for byte in self.table.pieces[token]:
-            was_in_value = after.in_string and after.role in _HELD
-            key = after.key
+            space = self._held(after) if after.in_string else None
             after.feed(bytes([byte]))
-            if was_in_value and not after.in_string:  # the value closed here
-                space = self.spaces.get(key)
-                if space is not None and not space.closed_ok(bytes(after.content)):
-                    return False
-        if after.in_string and after.role in _HELD and after.key in self.spaces:
-            return self.spaces[after.key].open_ok(bytes(after.content))
-        return True
+            if space is None or after.in_string:
+                continue
+            if not space.closed_ok(bytes(after.content)):  # the value closed here
+                return False
+        space = self._held(after) if after.in_string else None
+        return space is None or space.open_ok(bytes(after.content))
+
+
+def _leads_to(written: bytearray, keys: Mapping[bytes, Any]) -> bool:
+    """Whether a key begun as `written` may still become one of `keys`."""
+    return any(key.startswith(bytes(written)) for key in keys)

@@ -3,10 +3,10 @@
 `LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
 decoded under a GBNF grammar derived from the request's JSON Schema
 (`arq.backends.grammar`), so every key comes in step order and every value has its step's
-type. String steps (and the strings of list steps) held by `one_of`, `date_in` or
-`verbatim_in` are held, while they are written, to the run's choices or to quotes of its
-context (`arq.backends.grounded`). A repair with a
-prefill resumes inside the assistant turn, and the grammar then starts at the next key;
+type. String steps (and the strings of list steps, and of the objects a step holds) held
+by `one_of`, `date_in` or `verbatim_in` are held, while they are written, to the run's
+choices or to quotes of its context (`arq.backends.grounded`). A repair with a prefill
+resumes inside the assistant turn, and the grammar then starts at the next key;
 its first value is kept off the values that step already had rejected
 (`arq.backends.exclusion`).
 
