@@ -315,9 +315,9 @@ class Grounding:
     runs are written as one space, as the check compares them; `whole_words` is the
     check's, which the backend does not enforce on a source); or `fields`, for a step
     that holds an object (or a list of them, with `items`): the `Grounding` of each of
-    its string fields held so. A backend that sees the
-    logits (`LlamaCppBackend`) holds the value to them while it is written, so a small
-    model cannot invent a name or an id; the check still runs either way.
+    its string fields held so. A backend that sees the logits (`LlamaCppBackend`) holds
+    the value to them while it is written, so a small model cannot invent a name or an
+    id; the check still runs either way.
     """
 
     choices: tuple[str, ...] | None = None
@@ -374,7 +374,8 @@ def grounding(
     properties: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Grounding]:
     """The `Grounding` of each field of type `str`, `str | None` or `list[str]` held by
-    `one_of`, `date_in` or `verbatim_in` (for a list, each of its strings).
+    `one_of`, `date_in` or `verbatim_in` (for a list, each of its strings), and of each
+    field of type `Model` or `list[Model]` whose model has such fields (one level deep).
 
     Fields whose check reads a key the context lacks are left out (validation reports the
     missing key), and so are fields no value could pass (no choices). A field with both

@@ -148,6 +148,16 @@ class Picks(arq.Reasoning):
     )
 
 
+def sampled(backend: LlamaCppBackend, request: arq.Request, *, max_tokens: int) -> list[str]:
+    """The answers to `request` at temperature 1 with seeds 0 to 3."""
+
+    async def sample(seed: int) -> str:
+        settings = Settings(max_tokens=max_tokens, temperature=1.0, seed=seed)
+        return "".join([c.text async for c in backend.stream(request, settings)])
+
+    return [asyncio.run(sample(seed)) for seed in range(4)]
+
+
 def _complete(text: str) -> bool:
     try:
         json.loads(text)
@@ -162,11 +172,7 @@ def test_grounded_steps_stay_within_what_their_checks_allow(backend: LlamaCppBac
     free = dataclasses.replace(grounded, grounding={})
 
     def answers(request: arq.Request) -> list[str]:
-        async def sample(seed: int) -> str:
-            settings = Settings(max_tokens=80, temperature=1.0, seed=seed)
-            return "".join([c.text async for c in backend.stream(request, settings)])
-
-        return [asyncio.run(sample(seed)) for seed in range(4)]
+        return sampled(backend, request, max_tokens=80)
 
     def within(answer: dict[str, str]) -> bool:
         return answer["code"] in context["codes"] and answer["quote"] in CONTEXT["ticket"]
@@ -187,11 +193,7 @@ def test_optional_list_and_object_strings_are_held_too(backend: LlamaCppBackend)
     free = dataclasses.replace(grounded, grounding={})
 
     def answers(request: arq.Request) -> list[str]:
-        async def sample(seed: int) -> str:
-            settings = Settings(max_tokens=200, temperature=1.0, seed=seed)
-            return "".join([c.text async for c in backend.stream(request, settings)])
-
-        return [asyncio.run(sample(seed)) for seed in range(4)]
+        return sampled(backend, request, max_tokens=200)
 
     def within(answer: dict[str, Any]) -> bool:
         values = [d["value"] for d in answer["details"] if d["value"] is not None]
