@@ -92,9 +92,8 @@ class JsonReader:
                 continue
             starts_value, starts_field = self.after_colon, self.field_after_colon
             self.after_colon = self.field_after_colon = False
-            fields = self.in_fields
             colon = byte == 0x3A and self.depth == 1
-            field_colon = byte == 0x3A and fields
+            field_colon = byte == 0x3A and not colon and self.in_fields
             self.awaiting = self.awaiting and colon
             self.field_awaiting = self.field_awaiting and field_colon
             if byte == 0x22:
@@ -104,7 +103,7 @@ class JsonReader:
                     self.role = "value" if starts_value else "key"
                 elif self.in_list:
                     self.role = "item"
-                elif fields:
+                elif self.in_fields:
                     self.role = "field" if starts_field else "field_key"
                 else:
                     self.role = ""
