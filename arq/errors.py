@@ -5,6 +5,10 @@ ArqError
 ├── SchemaError            the reasoning schema is defined wrongly (developer)
 ├── TemplateError          a prompt template is wrong or misses a variable (developer)
 ├── ContextError           a check needs a context value the run was not given (developer)
+├── UsageError             bad input to the `arq` command (user)
+├── DatasetError           an evaluation dataset item is malformed (user; also a ValueError)
+├── ModelNotFoundError     no GGUF model file for the local backend (also a FileNotFoundError)
+├── CassetteMismatch       a replayed run differs from its recording (also an AssertionError)
 ├── BackendError           the model service failed (status, retryable, retry_after)
 ├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
 └── OutputError            the model's output cannot be accepted
@@ -23,13 +27,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from arq.trace import Trace
 
 __all__ = [
     "ArqError",
     "BackendError",
+    "CassetteMismatch",
+    "ContextError",
     "ConvergenceError",
+    "DatasetError",
     "DeadlineExceededError",
+    "ModelNotFoundError",
     "NO_VALUE",
     "RefusalError",
     "OutputError",
@@ -39,6 +50,7 @@ __all__ = [
     "StepError",
     "TemplateError",
     "TruncatedOutputError",
+    "UsageError",
     "value_key",
 ]
 
@@ -70,6 +82,27 @@ class SchemaError(ArqError):
         super().__init__(message)
         self.schema = schema
         self.field = field
+
+
+class ContextError(ArqError):
+    """A check needs a context value that the run was not given."""
+
+
+class UsageError(ArqError):
+    """Bad input on the command line: the message says what is wrong and what to do."""
+
+
+class DatasetError(ArqError, ValueError):
+    """A dataset item is malformed; the message names the file and line, or the index."""
+
+
+class ModelNotFoundError(ArqError, FileNotFoundError):
+    """No GGUF model file: the path given (or in `ARQ_MODEL`) is missing, or none is set
+    and the default model package is not installed."""
+
+
+class CassetteMismatch(ArqError, AssertionError):
+    """The run does not match its recording: re-record it if the change is intended."""
 
 
 class TemplateError(ArqError):
@@ -213,7 +246,7 @@ class ConvergenceError(OutputError):
         *,
         last_error: OutputError,
         accepted: dict[str, Any],
-        trace: Any,
+        trace: Trace,
     ):
         super().__init__(message)
         self.last_error = last_error

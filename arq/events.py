@@ -9,7 +9,14 @@ from arq.errors import BackendError, OutputError
 from arq.schema import Reasoning
 from arq.trace import Result
 
-__all__ = ["Done", "Event", "RepairStarted", "Retrying", "StepAccepted", "StepFailed"]
+__all__ = [
+    "OutputAccepted",
+    "Event",
+    "RepairStarted",
+    "RetryScheduled",
+    "StepAccepted",
+    "StepFailed",
+]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
 
@@ -42,7 +49,7 @@ class RepairStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class Retrying:
+class RetryScheduled:
     """A transport error will be retried after `wait` seconds."""
 
     error: BackendError
@@ -51,10 +58,10 @@ class Retrying:
 
 
 @dataclass(frozen=True, slots=True)
-class Done(Generic[SchemaT]):
+class OutputAccepted(Generic[SchemaT]):
     """The run produced a valid output."""
 
     result: Result[SchemaT]
 
 
-Event: TypeAlias = StepAccepted | StepFailed | RepairStarted | Retrying | Done[Any]
+Event: TypeAlias = StepAccepted | StepFailed | RepairStarted | RetryScheduled | OutputAccepted[Any]

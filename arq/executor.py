@@ -3,7 +3,7 @@
 The executor is the only place that does I/O with a model. `arun` and `stream` run on the
 caller's event loop; `run` and `map` run on a private event-loop thread the executor
 keeps, so they also work where a loop is already running (a notebook) and keep their
-connections open from one call to the next. The loop itself lives in `arq.convergence`.
+connections open from one call to the next. The loop itself lives in `arq.run.loop`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from arq.backends.base import Backend, Settings
-from arq.convergence import RunLoop
 from arq.errors import ArqError
-from arq.events import Done, Event
+from arq.events import Event, OutputAccepted
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
+from arq.run.loop import RunLoop
 from arq.schema import Reasoning
 from arq.trace import Result
 
@@ -102,7 +102,7 @@ class Executor:
         *,
         examples: Examples = (),
     ) -> AsyncIterator[Event]:
-        """The events of one run as they happen; the last is `Done` with the result.
+        """The events of one run as they happen; the last, `OutputAccepted`, holds the result.
 
         Raises (while iterating): `ConvergenceError`, `TruncatedOutputError`,
         `RefusalError`, `BackendError` (retries spent), `DeadlineExceededError`.
@@ -120,7 +120,7 @@ class Executor:
         events = RunLoop(self, schema, context, examples).events()
         try:
             async for event in events:
-                if isinstance(event, Done):
+                if isinstance(event, OutputAccepted):
                     result: Result[SchemaT] = event.result
                     return result
         finally:

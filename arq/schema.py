@@ -49,7 +49,7 @@ class StepSpec:
 
     kind: StepKind
     instruction: str | None = None
-    max_tokens: int | None = None
+    max_chunks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Step:
     instruction: str | None
     annotation: Any
     is_answer: bool
-    max_tokens: int | None
+    max_chunks: int | None
     required: bool
     field: FieldInfo
 
@@ -71,17 +71,17 @@ def _step_field(
     text: str,
     *,
     instruction: str | None,
-    max_tokens: int | None,
+    max_chunks: int | None,
     default: Any,
     constraints: Mapping[str, Any],
 ) -> Any:
     if not isinstance(text, str) or not text.strip():
         raise SchemaError(f"arq.{kind}() needs a non-empty question text")
-    if max_tokens is not None and max_tokens < 1:
-        raise SchemaError(f"arq.{kind}(max_tokens={max_tokens}) must be a positive integer")
+    if max_chunks is not None and max_chunks < 1:
+        raise SchemaError(f"arq.{kind}(max_chunks={max_chunks}) must be a positive integer")
     given = {k: v for k, v in constraints.items() if v is not None}
     info: FieldInfo = Field(default, description=text.strip(), **given)
-    info.metadata.append(StepSpec(kind, instruction, max_tokens))
+    info.metadata.append(StepSpec(kind, instruction, max_chunks))
     return info
 
 
@@ -89,7 +89,7 @@ def query(
     question: str,
     *,
     instruction: str | None = None,
-    max_tokens: int | None = None,
+    max_chunks: int | None = None,
     default: Any = PydanticUndefined,
     min_length: int | None = None,
     max_length: int | None = None,
@@ -106,7 +106,9 @@ def query(
     Args:
         question: the targeted question for this step (becomes the field's description).
         instruction: the instruction that matters here, re-stated beside the question.
-        max_tokens: arq's token budget for this step's value (not a Pydantic constraint).
+        max_chunks: arq's budget for this step's value, in stream chunks (about one token
+            each on llama.cpp and OpenAI-style servers; the prompt states it as "about N
+            tokens"). A value that runs past it fails at once. Not a Pydantic constraint.
         default: a default value; `None` makes the step optional (nullable when strict).
         min_length, max_length, pattern, gt, ge, lt, le, multiple_of, examples: Pydantic's
             field constraints.
@@ -115,7 +117,7 @@ def query(
         "query",
         question,
         instruction=instruction,
-        max_tokens=max_tokens,
+        max_chunks=max_chunks,
         default=default,
         constraints={
             "min_length": min_length,
@@ -132,10 +134,10 @@ def query(
 
 
 def answer(
-    description: str,
+    question: str,
     *,
     instruction: str | None = None,
-    max_tokens: int | None = None,
+    max_chunks: int | None = None,
     default: Any = PydanticUndefined,
     min_length: int | None = None,
     max_length: int | None = None,
@@ -147,12 +149,13 @@ def answer(
     multiple_of: float | None = None,
     examples: list[Any] | None = None,
 ) -> Any:
-    """An answer step: the result the reasoning leads to. Same parameters as `query`."""
+    """An answer step: the result the reasoning leads to. Same parameters as `query`;
+    `question` asks for the result ("The reply to send.")."""
     return _step_field(
         "answer",
-        description,
+        question,
         instruction=instruction,
-        max_tokens=max_tokens,
+        max_chunks=max_chunks,
         default=default,
         constraints={
             "min_length": min_length,
@@ -279,7 +282,7 @@ def _compute_steps(schema: type[Reasoning]) -> tuple[Step, ...]:
                 instruction=spec.instruction,
                 annotation=info.annotation,
                 is_answer=spec.kind == "answer",
-                max_tokens=spec.max_tokens,
+                max_chunks=spec.max_chunks,
                 required=info.is_required(),
                 field=info,
             )

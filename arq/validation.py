@@ -256,7 +256,7 @@ class StepChecker(Generic[SchemaT]):
 
 
 def budget_error(step: Step, limit: int) -> StepError:
-    """The error for a step whose value ran past its `max_tokens` budget."""
+    """The error for a step whose value ran past its `max_chunks` budget."""
     message = f"the value ran past its budget of about {limit} tokens: answer more briefly"
     error = {"type": "token_budget", "loc": (step.name,), "msg": message, "input": None}
     return _step_error(step, [error])

@@ -4,9 +4,9 @@ If every generated step went wrong with an independent chance E, an answer of N 
 would pass with probability (1 - E)^N. This runs tasks of N checkable steps (see
 `convergence_tasks.py`) on the embedded model (SmolLM2-135M through llama.cpp) three ways:
 
-- single pass: one greedy call, every step checked (`arq.baselines.single_pass`);
+- single pass: one greedy call, every step checked (`arq.eval.baselines.single_pass`);
 - whole-object re-ask: on a failure, the answer and all its errors go back and the whole
-  object is asked for again, up to R times (`arq.baselines.whole_object_reask`);
+  object is asked for again, up to R times (`arq.eval.baselines.whole_object_reask`);
 - arq: `arq.Executor(backend, max_repairs=R)`, checking each step as it streams and
   repairing from the failing step (a `ConvergenceError` or other error: not accepted).
 
@@ -44,9 +44,9 @@ from convergence_tasks import KINDS, NS, Task, make_task
 
 import arq
 from arq.backends import LlamaCppBackend, Settings
-from arq.baselines import whole_object_reask
-from arq.convergence import RunLoop
+from arq.eval.baselines import whole_object_reask
 from arq.parsing import StepParser
+from arq.run.loop import RunLoop
 from arq.trace import Trace
 
 QUICK_NS = (2, 8, 32)

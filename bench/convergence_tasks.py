@@ -202,24 +202,24 @@ def _step(fact: Fact, *, last: bool) -> tuple[Any, Any]:
             arq.verbatim_in("record", normalize_whitespace=False, whole_words=True),
             same,
         ]
-        return annotation, step(f"The {fact.key}'s name, copied from the record.", max_tokens=14)
+        return annotation, step(f"The {fact.key}'s name, copied from the record.", max_chunks=14)
     if fact.kind == "id":
         thing = fact.label.removesuffix(" id").lower()
         same = _same_text(fact.label, "id")
         annotation = Annotated[str, Field(pattern=ID_PATTERN), arq.one_of("ids"), same]
-        return annotation, step(f"The {thing} id, one of the ids.", max_tokens=10)
+        return annotation, step(f"The {thing} id, one of the ids.", max_chunks=10)
     if fact.kind == "date":
         event = fact.label.removesuffix(" on").lower()
         annotation = Annotated[
             str, Field(pattern=ISO_DATE), arq.date_in("record"), _same_date(fact.label)
         ]
-        return annotation, step(f"The date it was {event}, as YYYY-MM-DD.", max_tokens=16)
+        return annotation, step(f"The date it was {event}, as YYYY-MM-DD.", max_chunks=16)
     measure, unit = fact.label.lower(), fact.text.rsplit(" ", 1)[-1]
     annotation = Annotated[int, Field(ge=0, le=999), _in_range(fact.label)]
     # the grammar holds it to three digits; the budget stays, as the prompt notes did: a
     # run without them was faster, and its repairs fixed fewer steps (convergence.md)
     return annotation, step(
-        f"A number of {unit} inside the record's {measure} range.", max_tokens=8
+        f"A number of {unit} inside the record's {measure} range.", max_chunks=8
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import arq
 from arq.backends import LlamaCppBackend
+from arq.events import OutputAccepted, RepairStarted, StepAccepted
 
 
 def _demo() -> Any:
@@ -54,11 +55,11 @@ async def one(backend: LlamaCppBackend, seed: int, temperature: float) -> dict[s
     repairs, outcome, tokens, generating = 0, "valid", 0, 0.0
     try:
         async for event in executor.stream(Reply, CONTEXT):
-            if isinstance(event, arq.StepAccepted) and first_step is None:
+            if isinstance(event, StepAccepted) and first_step is None:
                 first_step = time.perf_counter() - start
-            elif isinstance(event, arq.RepairStarted):
+            elif isinstance(event, RepairStarted):
                 repairs += 1
-            elif isinstance(event, arq.Done):
+            elif isinstance(event, OutputAccepted):
                 tokens = event.result.usage.completion_tokens
                 generating = sum(a.elapsed for a in event.result.trace.attempts)
     except arq.ConvergenceError as error:

@@ -7,7 +7,7 @@ prompt of a 16-step form (`convergence_tasks.py`) from an empty cache. Then it g
 the form's answer greedily, side by side in each repeat:
 
 - through the backend, as a run sees it: with the form's names and ids grounded
-  (`Request.grounding`, as the executor builds it), and without;
+  (`Request.allowed`, as the executor builds it), and without;
 - through the backend with keys sampled (`write_keys=False`): the grammar still asked
   about the picked token only;
 - through llama-cpp-python's own `Llama.generate` with the same grammar, which masks the
@@ -34,6 +34,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 import arq
 from arq.backends import LlamaCppBackend, Settings
+from arq.prompt import Request
 
 
 def measure(threads: int, repeats: int) -> dict[str, float]:
@@ -54,7 +55,7 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
     }
     same_text: list[bool] = []
 
-    async def generate(req: arq.Request) -> tuple[int, float, str]:
+    async def generate(req: Request) -> tuple[int, float, str]:
         start = time.perf_counter()
         chunks = [c async for c in backend.stream(req, settings)]
         usage = chunks[-1].usage
@@ -71,7 +72,7 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
             # the prompt is evaluated now: what follows times generation alone
             count, seconds, _ = asyncio.run(generate(request))
             found["grounded"].append(count / seconds)
-            plain = dataclasses.replace(request, grounding={})
+            plain = dataclasses.replace(request, allowed={})
             count, seconds, written = asyncio.run(generate(plain))
             found["grammar"].append(count / seconds)
             backend._write_keys = False  # the option, switched between two idle requests
@@ -88,7 +89,7 @@ def measure(threads: int, repeats: int) -> dict[str, float]:
         f"threads={threads}: prompt of {len(tokens)} tokens evaluated at"
         f" {statistics.median(found['prompt']):.0f} tokens/s; generation"
         f" {statistics.median(found['grounded']):.1f} tokens/s under the grammar with"
-        f" {len(request.grounding)} steps grounded,"
+        f" {len(request.allowed)} steps grounded,"
         f" {statistics.median(found['grammar']):.1f} tokens/s under the grammar alone,"
         f" {statistics.median(found['keys sampled']):.1f} tokens/s with keys sampled"
         f" ({sum(same_text)}/{len(same_text)} answers the same text as with keys written),"

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 import arq
+from arq.blueprints import BLUEPRINTS
 
 
 class GuidelineCheck(BaseModel):
@@ -80,7 +81,7 @@ def main() -> None:
     print()
     print("stock blueprints: skeleton tokens vs pasted JSON Schema (json-schema / openai-strict)")
     print(f"{'blueprint':32} {'skeleton':>8} {'json-schema':>12} {'strict':>8} {'ratio':>6}")
-    blueprints = importlib.import_module("arq.blueprints").BLUEPRINTS
+    blueprints = BLUEPRINTS
     ratios = []
     for name, schema in sorted(blueprints.items()):
         own = count(arq.PromptBuilder().render_output_format(schema))

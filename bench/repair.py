@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import arq
 from arq.backends import OpenAIBackend, Settings
-from arq.baselines import whole_object_reask
+from arq.eval.baselines import whole_object_reask
 from arq.testing import FakeOpenAIServer, ReceivedRequest, Reply
 
 DOCUMENT = (
@@ -87,7 +87,7 @@ async def arq_run(server: FakeOpenAIServer) -> tuple[int, float, int]:
 
 
 async def reask_run(server: FakeOpenAIServer) -> tuple[int, float, int]:
-    """The whole-object re-ask loop, as other libraries run it (`arq.baselines`)."""
+    """The whole-object re-ask loop, as other libraries run it (`arq.eval.baselines`)."""
     backend = OpenAIBackend("fake-model", base_url=server.base_url)
     start = time.perf_counter()
     try:

@@ -31,7 +31,7 @@ from arq.testing import FakeOpenAIServer, SchemaResponder
 class Triage(arq.Reasoning):
     """Triage a support ticket."""
 
-    summary: str = arq.query("What is the ticket about?", max_length=120, max_tokens=40)
+    summary: str = arq.query("What is the ticket about?", max_length=120, max_chunks=40)
     order_id: Annotated[str, arq.verbatim_in("ticket")] | None = arq.query(
         "Which order id does the ticket give?",
         instruction="Copy it exactly from the ticket; null if there is none.",

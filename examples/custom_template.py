@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import arq
+from arq.prompt import Section
 from arq.testing import ScriptedBackend
 
 
@@ -41,9 +42,9 @@ TICKET = """\
 
 builder = (
     arq.PromptBuilder(templates={"house.jinja": HOUSE_STYLE})
-    .replace_section("system", arq.Section("system", "house.jinja", "system"))
-    .replace_section("context", arq.Section("context", TICKET, "user"))
-    .add_section(arq.Section("policy", POLICY, "user"), before="context")
+    .replace_section("system", Section("system", "house.jinja", "system"))
+    .replace_section("context", Section("context", TICKET, "user"))
+    .add_section(Section("policy", POLICY, "user"), before="context")
 )
 context = {
     "policy": "Routers go to the tech team.",

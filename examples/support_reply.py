@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 import arq
 from arq.backends import Backend, OpenAIBackend
 from arq.backends.openai import PROFILES
+from arq.events import OutputAccepted, RepairStarted, RetryScheduled, StepAccepted, StepFailed
 
 CONVERSATION = """\
 customer: Hi, my order A-1234 arrived broken. The screen is cracked.
@@ -57,26 +58,26 @@ class SupportReply(arq.Reasoning):
     """Reply to the customer's last message while following the support guidelines."""
 
     request: str = arq.query(
-        "What does the customer ask for in the last message?", max_length=120, max_tokens=40
+        "What does the customer ask for in the last message?", max_length=120, max_chunks=40
     )
     # the pattern sits inside Annotated so that it reaches the JSON Schema, and so the grammar
     order_id: Annotated[OrderId, arq.verbatim_in("conversation")] | None = arq.query(
         "Which order id does the customer give?",
         instruction="Copy it exactly from the conversation; null if there is none.",
-        max_tokens=12,
+        max_chunks=12,
         default=None,
     )
     guidelines: list[GuidelineCheck] = arq.query(
         "For each guideline: does its condition hold now?",
         instruction="Check every guideline exactly once.",
-        max_tokens=90,
+        max_chunks=90,
     )
     decision: Literal["reply", "escalate"] = arq.answer("Reply now, or escalate to a human?")
     reply: str = arq.answer(
         "The reply to send to the customer.",
         instruction="Apologise, say you will check the order status, and offer a replacement.",
         max_length=300,
-        max_tokens=90,
+        max_chunks=90,
     )
 
     @arq.check("reply")
@@ -125,15 +126,15 @@ async def main(args: argparse.Namespace) -> int:
     async with executor:
         try:
             async for event in executor.stream(Reply, CONTEXT):
-                if isinstance(event, arq.StepAccepted):
+                if isinstance(event, StepAccepted):
                     print(f"  ok   {event.step}: {event.value!r}")
-                elif isinstance(event, arq.StepFailed):
+                elif isinstance(event, StepFailed):
                     print(f"  FAIL {event.step}: {event.error}")
-                elif isinstance(event, arq.RepairStarted):
+                elif isinstance(event, RepairStarted):
                     print(f"-- repair {event.attempt - 1}: redo from {event.step!r}")
-                elif isinstance(event, arq.Retrying):
+                elif isinstance(event, RetryScheduled):
                     print(f"-- retry in {event.wait:.1f} s: {event.error}")
-                elif isinstance(event, arq.Done):
+                elif isinstance(event, OutputAccepted):
                     result = event.result
         except arq.ConvergenceError as error:
             print(f"\nno valid answer: {error}")

@@ -1,7 +1,7 @@
 """Stock reasoning blueprints, installed as `arq.blueprints`.
 
-This folder is the package `arq.blueprints` (a package-dir mapping in pyproject.toml), so
-the blueprints import under arq's own name and never clash with a user's `schemas` module.
+This folder is the package `arq.blueprints` (`arq/blueprints` links to it), so the
+blueprints import under arq's own name and never clash with a user's `schemas` module.
 `BLUEPRINTS` maps each stock name (as the CLI accepts it) to its schema.
 
 - guideline-adherence: `GuidelineAdherence` (context: conversation, guidelines)

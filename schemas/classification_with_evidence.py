@@ -44,7 +44,7 @@ class ClassificationWithEvidence(arq.Reasoning):
         max_length=4,
     )
     reading: str = arq.query(
-        "What do these quotes show about the label?", max_length=200, max_tokens=50
+        "What do these quotes show about the label?", max_length=200, max_chunks=50
     )
     label: Annotated[str, arq.one_of("labels")] = arq.answer(
         "The label.", instruction="Use exactly one of the labels given."

@@ -64,7 +64,7 @@ class GroundedAnswer(arq.Reasoning):
     documents do not give the answer instead of guessing.
     """
 
-    need: str = arq.query("What exactly does the question ask for?", max_length=200, max_tokens=50)
+    need: str = arq.query("What exactly does the question ask for?", max_length=200, max_chunks=50)
     facts: list[GroundedFact] = arq.query(
         "Which facts in the documents answer it? Give each with its quote.",
         instruction=(
@@ -81,7 +81,7 @@ class GroundedAnswer(arq.Reasoning):
             "documents do not say."
         ),
         max_length=500,
-        max_tokens=120,
+        max_chunks=120,
     )
 
     @arq.check("facts", "answerable")

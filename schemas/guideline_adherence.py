@@ -90,9 +90,9 @@ class GuidelineAdherence(arq.Reasoning):
     """
 
     request: str = arq.query(
-        "What does the customer ask for in the last message?", max_length=200, max_tokens=50
+        "What does the customer ask for in the last message?", max_length=200, max_chunks=50
     )
-    draft: str = arq.query("A first draft of the reply.", max_length=400, max_tokens=100)
+    draft: str = arq.query("A first draft of the reply.", max_length=400, max_chunks=100)
     checks: Annotated[list[GuidelineCheck], arq.covers("guidelines")] = arq.query(
         "For each guideline: its condition, does it hold now, its action, does the draft do it?",
         instruction=(
@@ -107,7 +107,7 @@ class GuidelineAdherence(arq.Reasoning):
             "keep it if it already does."
         ),
         max_length=400,
-        max_tokens=100,
+        max_chunks=100,
     )
 
     @arq.check("draft", "checks", "reply")

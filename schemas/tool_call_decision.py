@@ -73,7 +73,7 @@ class ToolCallDecision(arq.Reasoning):
     """
 
     request: str = arq.query(
-        "What does the user want done, in the last message?", max_length=200, max_tokens=50
+        "What does the user want done, in the last message?", max_length=200, max_chunks=50
     )
     tool: Annotated[str, arq.one_of("tools")] = arq.query(
         "Which tool does that? Give its id.", instruction="Use an id from the tools list."
@@ -93,7 +93,7 @@ class ToolCallDecision(arq.Reasoning):
     )
     ask_user: Annotated[str, Field(max_length=200)] | None = arq.answer(
         "When asking: the question to the user, naming what is missing. null when calling.",
-        max_tokens=60,
+        max_chunks=60,
     )
 
     @arq.check("tool", "arguments")

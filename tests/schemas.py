@@ -34,7 +34,7 @@ class SupportReply(Reasoning):
         instruction="Never promise a refund before the order status is known.",
     )
     decision: Literal["reply", "escalate"] = answer("Reply now, or escalate to a human?")
-    answer: str = answer("The reply to send.", max_length=400, max_tokens=120)
+    answer: str = answer("The reply to send.", max_length=400, max_chunks=120)
 
     @check("applicable", "checks")
     def every_applicable_checked(applicable: list[str], checks: list[GuidelineCheck]) -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationInfo, field_validator
 
 import arq
 from arq.backends import OpenAIBackend, Settings
-from arq.baselines import BaselineResult, check_answer, single_pass, whole_object_reask
+from arq.eval.baselines import BaselineResult, check_answer, single_pass, whole_object_reask
 from arq.testing import FakeOpenAIServer, Reply, Truncated, Usage
 
 TICKET = "Ada Byron writes: my order R-7731 never arrived, please send it again."

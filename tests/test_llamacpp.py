@@ -39,8 +39,8 @@ import llama_cpp  # noqa: E402  (only once it is known to be installed)
 import numpy as np  # noqa: E402  (installed with llama-cpp-python)
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
-from arq.backends.grammar import bounded_integer_rule, json_grammar  # noqa: E402
 from arq.backends.llamacpp import ModelNotFoundError  # noqa: E402
+from arq.backends.llamacpp.grammar import bounded_integer_rule, json_grammar  # noqa: E402
 
 GREEDY = Settings(max_tokens=400, temperature=0)
 CONVERSATION = "Customer: Hi, my order A-1234 arrived broken. I want a refund, please."
@@ -245,7 +245,7 @@ def picks_and_tokens(
     backend: LlamaCppBackend, request: Request, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, int, str]:
     """How many tokens the sampler picked, how many the answer has, and its text."""
-    from arq.backends.sampling import GrammarSampler
+    from arq.backends.llamacpp.sampling import GrammarSampler
 
     picks = 0
     pick = GrammarSampler.pick
@@ -292,7 +292,7 @@ def greedy_picks_around_the_switch(
     """Whether each pick was the best token the grammar allowed, for the picks before and
     after the sampler left the first step's temperature, and the answer's text up to the
     switch."""
-    from arq.backends.sampling import GrammarSampler
+    from arq.backends.llamacpp.sampling import GrammarSampler
 
     greedy: list[bool] = []
     accepted: list[int] = []

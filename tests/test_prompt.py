@@ -501,7 +501,7 @@ def test_skeleton_restates_instructions_beside_their_question() -> None:
 
 
 def test_skeleton_states_token_budgets() -> None:
-    schema = one_step(str, max_tokens=50)
+    schema = one_step(str, max_chunks=50)
     assert step_lines(schema) == ['  "x": "<Q?>"  // At most about 50 tokens.']
 
 

@@ -31,7 +31,7 @@ def test_steps_follow_field_order_with_questions_and_instructions() -> None:
     assert view[3].instruction == "Never promise a refund before the order status is known."
     assert [s.is_answer for s in view] == [False, False, False, False, True, True]
     assert view[1].required is False
-    assert view[5].max_tokens == 120
+    assert view[5].max_chunks == 120
     assert view[3].annotation == list[GuidelineCheck]
 
 
@@ -101,8 +101,8 @@ def test_empty_question_is_refused(text: str) -> None:
 
 
 def test_non_positive_step_budget_is_refused() -> None:
-    with pytest.raises(SchemaError, match="max_tokens=0"):
-        answer("x", max_tokens=0)
+    with pytest.raises(SchemaError, match="max_chunks=0"):
+        answer("x", max_chunks=0)
 
 
 def test_alias_is_refused() -> None:
@@ -173,7 +173,7 @@ def test_direct_keeps_answer_steps_only() -> None:
     baseline = direct(SupportReply)
     assert [s.name for s in steps(baseline)] == ["decision", "answer"]
     assert baseline.__doc__ == SupportReply.__doc__
-    assert steps(baseline)[1].max_tokens == 120
+    assert steps(baseline)[1].max_chunks == 120
     assert direct(SupportReply) is baseline
 
 

@@ -1,4 +1,4 @@
-"""A string step's pattern and lengths narrow what grounding holds it to (`arq.shape`)."""
+"""A string step's pattern and lengths narrow what grounding holds it to (`arq.checks.shape`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated
 from pydantic import Field
 
 import arq
-from arq.checks import Grounding, grounding
+from arq.checks import AllowedValues, allowed_values
+from arq.checks.shape import MAX_QUOTES, MAX_TRIES, StringShape
 from arq.prompt import PromptBuilder
-from arq.shape import MAX_QUOTES, MAX_TRIES, StringShape
 
 NAME = r"^[A-Z][a-z]+ [A-Z][a-z]+$"
 RECORD = "Signed on: 2021/03/04\nTenant: Ann Lee\nClerk: Bo Ek"
@@ -93,15 +93,15 @@ TENANTS = ("Ann Le", "Ann Lee", "Lee Cl", "Lee Cle", "Lee Cler", "Lee Clerk", "B
 
 def test_grounding_keeps_only_the_values_the_pattern_allows() -> None:
     properties = arq.json_schema(Form)["properties"]
-    found = grounding(Form.model_fields, CONTEXT, properties)
+    found = allowed_values(Form.model_fields, CONTEXT, properties)
     assert found == {
-        "tenant": Grounding(choices=TENANTS),
-        "code": Grounding(choices=("A-1", "D-4")),
-        "note": Grounding(source=RECORD),  # no pattern: any quote
+        "tenant": AllowedValues(choices=TENANTS),
+        "code": AllowedValues(choices=("A-1", "D-4")),
+        "note": AllowedValues(source=RECORD),  # no pattern: any quote
     }
-    assert grounding(Form.model_fields, CONTEXT)["tenant"] == Grounding(source=RECORD)
+    assert allowed_values(Form.model_fields, CONTEXT)["tenant"] == AllowedValues(source=RECORD)
     # nothing in the record fits: no value can pass, nothing is held
-    assert "tenant" not in grounding(Form.model_fields, {"record": "none"}, properties)
+    assert "tenant" not in allowed_values(Form.model_fields, {"record": "none"}, properties)
 
 
 class Exact(arq.Reasoning):
@@ -119,15 +119,15 @@ class Exact(arq.Reasoning):
 
 def test_an_exact_quote_keeps_line_ends_and_both_checks_and_a_pattern_combine() -> None:
     context = {"record": "Ann Lee\nBo Ek took A-1", "codes": ["A-1", "B-2", "C-33"]}
-    found = grounding(Exact.model_fields, context, arq.json_schema(Exact)["properties"])
+    found = allowed_values(Exact.model_fields, context, arq.json_schema(Exact)["properties"])
     assert found == {
-        "line": Grounding(choices=("Lee\nBo",)),  # the line end kept
-        "code": Grounding(choices=("A-1",)),  # quoted from the record and fitting
+        "line": AllowedValues(choices=("Lee\nBo",)),  # the line end kept
+        "code": AllowedValues(choices=("A-1",)),  # quoted from the record and fitting
     }
 
 
 def test_requests_hold_a_patterned_quote_to_its_fitting_quotes_and_repairs_drop_refused() -> None:
     request = PromptBuilder().build(Form, CONTEXT)
-    assert request.grounding["tenant"] == Grounding(choices=TENANTS)
+    assert request.allowed["tenant"] == AllowedValues(choices=TENANTS)
     repair = PromptBuilder().repair(request, accepted={}, failure=None, rejected=['"Bo Ek"'])
-    assert repair.grounding["tenant"] == Grounding(choices=TENANTS[:-1])
+    assert repair.allowed["tenant"] == AllowedValues(choices=TENANTS[:-1])

@@ -14,8 +14,8 @@ from pydantic import (
     model_validator,
 )
 
-from arq.checks import ContextError, check, covers, one_of, verbatim_in
-from arq.errors import NO_VALUE, SchemaError, StepError
+from arq.checks import check, covers, one_of, verbatim_in
+from arq.errors import NO_VALUE, ContextError, SchemaError, StepError
 from arq.schema import Reasoning, answer, query
 from arq.validation import StepChecker, feedback, validate_output
 from tests.schemas import SupportReply
@@ -213,7 +213,7 @@ class Item(BaseModel):
 
 
 class Grounded(Reasoning):
-    """Grounding helpers."""
+    """AllowedValues helpers."""
 
     quotes: Annotated[list[str], verbatim_in("facts")] = query("Which facts support it?")
     tool: Annotated[str, one_of("tools")] = query("Which tool?")

@@ -17,8 +17,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 import arq  # noqa: E402
 from arq import Reasoning, answer  # noqa: E402
 from arq.backends import LlamaCppBackend  # noqa: E402
-from arq.backends.llamacpp import _resolve_model_path  # noqa: E402
-from arq.backends.weights import cache_dir, reencoded  # noqa: E402
+from arq.backends.llamacpp import resolve_model_path  # noqa: E402
+from arq.backends.llamacpp.weights import cache_dir, reencoded  # noqa: E402
 
 FILE_TYPE_Q8_0 = "7"  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0, as the GGUF metadata writes it
 
@@ -33,7 +33,7 @@ REQUEST = arq.PromptBuilder().build(Tiny, {})
 @pytest.fixture(scope="module")
 def source() -> Path:
     """The bundled model file, as shipped (Q4_1)."""
-    return _resolve_model_path()
+    return resolve_model_path()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
-from arq.checks import Grounding
+from arq.checks import AllowedValues
 from arq.errors import BackendError
 from arq.jsonschema import json_schema
 from arq.prompt import Request
@@ -281,9 +281,9 @@ def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
     skipped (OpenAI refuses larger enums); those, and quotes of a whole source, are left
     to the check."""
     properties = schema.get("properties", {})
-    choices: dict[str, Grounding] = {}
+    choices: dict[str, AllowedValues] = {}
     values, chars = MAX_ENUM_VALUES, MAX_ENUM_CHARS
-    for step, held in request.grounding.items():
+    for step, held in request.allowed.items():
         if held.choices is None or step not in properties:
             continue
         size = sum(len(choice) for choice in held.choices)

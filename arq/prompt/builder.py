@@ -24,7 +24,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
-from arq.checks import Grounding, grounding
+from arq.checks import AllowedValues, allowed_values
 from arq.errors import NO_VALUE, OutputError, StepError, TemplateError
 from arq.jsonschema import json_schema
 from arq.prompt.evidence import evidence
@@ -59,7 +59,7 @@ class Request:
         rejected: JSON texts of values the first step asked for already had rejected in
             this run. A backend that steers decoding (`LlamaCppBackend`) keeps the new
             value off them; others rely on the repair turn.
-        grounding: What the context checks (`one_of`, `date_in`, `verbatim_in`) of the
+        allowed: What the context checks (`one_of`, `date_in`, `verbatim_in`) of the
             string steps asked for allow, by step; a backend that steers decoding holds the
             values to it. Derived from the schema and the context, so `to_dict` leaves it out.
         metadata: Names of the schema, steps and rendered sections; the repair, if any.
@@ -72,7 +72,7 @@ class Request:
     prefill: str = ""
     rejected: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
-    grounding: Mapping[str, Grounding] = field(default_factory=dict)
+    allowed: Mapping[str, AllowedValues] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot, with the schema given by its name."""
@@ -242,7 +242,7 @@ class PromptBuilder:
                 "steps": [s.name for s in steps(schema)],
                 "sections": rendered,
             },
-            grounding=grounding(
+            allowed=allowed_values(
                 {s.name: s.field for s in steps(schema)},
                 context,
                 output_schema.get("properties"),
@@ -290,7 +290,7 @@ class PromptBuilder:
             "output_format": render_skeleton(request.schema, names),
             "prefill": prefill,
         }
-        held = {name: request.grounding[name] for name in names if name in request.grounding}
+        held = {name: request.allowed[name] for name in names if name in request.allowed}
         if names[0] in held:
             # a refused choice is not offered again; the lines quoted for the step narrow it
             first = held[names[0]].without(_refused_values(rejected))
@@ -325,7 +325,7 @@ class PromptBuilder:
                 **request.metadata,
                 "repair": {"step": info.name, "kept": list(kept), "prefill": prefill},
             },
-            grounding=held,
+            allowed=held,
         )
 
     def render_output_format(self, schema: type[Reasoning]) -> str:

@@ -66,8 +66,8 @@ def _render_skeleton(schema: type[Reasoning], names: Sequence[str] | None) -> st
                 step.annotation, _line(step.question), _constraints(step.field.metadata), 1
             )
         notes = [step.instruction] if step.instruction else []
-        if step.max_tokens:
-            notes.append(f"at most about {step.max_tokens} tokens")
+        if step.max_chunks:
+            notes.append(f"at most about {step.max_chunks} tokens")
         entries.append((step.name, value, _line(step.question), notes))
     return _object(entries, 0)
 

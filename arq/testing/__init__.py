@@ -15,13 +15,14 @@ server. `ScriptedBackend` streams scripted replies with no network; `RecordingBa
 prompt snapshots. The pytest plugin (`arq.testing.plugin`) wraps these as fixtures.
 """
 
+from arq.errors import CassetteMismatch
 from arq.testing.asserts import (
     assert_invalid_at,
     assert_prompt_matches,
     assert_valid,
     render_prompt,
 )
-from arq.testing.cassette import CassetteMismatch, RecordingBackend, ReplayBackend
+from arq.testing.cassette import RecordingBackend, ReplayBackend
 from arq.testing.replies import (
     DropAfter,
     Malformed,

@@ -24,17 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from arq.backends.base import Backend, Capabilities, Chunk, Settings, TokenCounts
-from arq.errors import BackendError
+from arq.errors import BackendError, CassetteMismatch
 from arq.prompt import Request
 from arq.trace import redact_all
 
-__all__ = ["CassetteMismatch", "RecordingBackend", "ReplayBackend"]
+__all__ = ["RecordingBackend", "ReplayBackend"]
 
 VERSION = 1
-
-
-class CassetteMismatch(AssertionError):
-    """The run does not match its recording: re-record it if the change is intended."""
 
 
 def _request_record(request: Request, settings: Settings) -> dict[str, Any]:

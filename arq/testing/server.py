@@ -25,6 +25,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
+from arq.errors import ArqError
 from arq.testing.replies import (
     FaultEvent,
     ReceivedRequest,
@@ -256,7 +257,7 @@ class FakeOpenAIServer:
             return Status(500, message=f"FakeOpenAIServer: the responder raised {exc!r}")
 
 
-class _ClientGone(Exception):
+class _ClientGone(ArqError):
     """The client closed or reset the connection before the reply was complete."""
 
 

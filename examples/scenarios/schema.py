@@ -67,7 +67,7 @@ class GuidelineMatch(arq.Reasoning):
         arq.query(
             "What does the customer say in their last message?",
             instruction="Copy it word for word from the last 'customer:' line.",
-            max_tokens=60,
+            max_chunks=60,
         )
     )
     guidelines: Annotated[list[GuidelineCheck], arq.covers("guidelines")] = arq.query(
@@ -76,10 +76,10 @@ class GuidelineMatch(arq.Reasoning):
             "Judge the last message only: a condition that held earlier but not now does not "
             "hold; a guideline followed before must be followed again if it holds again."
         ),
-        max_tokens=80,
+        max_chunks=80,
     )
     apply: Annotated[list[str], arq.one_of("guidelines")] = arq.answer(
-        "The ids of the guidelines the next reply must follow ([] if none).", max_tokens=30
+        "The ids of the guidelines the next reply must follow ([] if none).", max_chunks=30
     )
 
     @arq.check("last_message")
@@ -102,17 +102,17 @@ class FactAnswer(arq.Reasoning):
     """Answer the customer's question using only the facts given."""
 
     question: str = arq.query(
-        "What exactly does the customer want to know?", max_length=120, max_tokens=40
+        "What exactly does the customer want to know?", max_length=120, max_chunks=40
     )
     fact: Annotated[str, arq.one_of("facts")] | None = arq.query(
         "Which one of the facts answers that question?",
         instruction="Copy the fact exactly as written; null if no fact answers the question.",
-        max_tokens=40,
+        max_chunks=40,
     )
     answer: Annotated[str, Field(max_length=200)] = arq.answer(
         "The answer to the customer.",
         instruction=f"Write the fact you chose word for word; if none answers, write {UNKNOWN}",
-        max_tokens=50,
+        max_chunks=50,
     )
 
     @arq.check("fact", "answer")
@@ -146,12 +146,12 @@ class ToolDecision(arq.Reasoning):
     """Decide whether to call a tool now, or ask the customer for a missing argument first."""
 
     tool: Annotated[str, arq.one_of("tools")] = arq.answer(
-        "Which tool does what the customer asks? Give its id.", max_tokens=12
+        "Which tool does what the customer asks? Give its id.", max_chunks=12
     )
     arguments: list[Argument] = arq.query(
         "For each required argument of that tool: what value does the customer give?",
         instruction="List each required argument once; null when it is not given. Never guess.",
-        max_tokens=80,
+        max_chunks=80,
     )
     decision: Literal["call", "ask"] = arq.answer(
         "Call the tool now, or ask the customer for what is missing?",

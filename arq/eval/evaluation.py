@@ -1,7 +1,7 @@
 """Measure ARQ against its baselines on your own data, from one schema.
 
 ```python
-from arq.evaluation import evaluate, load_dataset
+from arq.eval.evaluation import evaluate, load_dataset
 
 def decision(output, item):  # a scorer: read answer steps, compare with the expectation
     return output.decision == item["expect"]["decision"]
@@ -36,19 +36,18 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from arq.backends.base import Backend, Capabilities, Chunk, Settings
-from arq.datasets import DatasetError, check_unique, load_dataset, parse_item
-from arq.errors import ArqError, ConvergenceError, OutputParseError, StepError
-from arq.evaluation_report import EvalReport, RunOutcome
+from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseError, StepError
+from arq.eval.datasets import check_unique, load_dataset, parse_item
+from arq.eval.report import EvalReport, RunOutcome
+from arq.eval.strategies import unchecked
 from arq.executor import Executor
 from arq.prompt import Request
 from arq.schema import Reasoning, cot, direct
 from arq.trace import Result, Trace
-from arq.unchecked import unchecked
 from arq.validation import validate_output
 
 __all__ = [
     "STRATEGIES",
-    "DatasetError",
     "EvalReport",
     "RunOutcome",
     "Scorer",

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from arq.backends.reader import WHITESPACE
-from arq.backends.tokens import NUMBER_BYTES, TokenTable
+from arq.backends.llamacpp.reader import WHITESPACE
+from arq.backends.llamacpp.tokens import NUMBER_BYTES, TokenTable
 
 __all__ = ["Exclusion"]
 

@@ -4,9 +4,9 @@ The loop is ours rather than `Llama.generate`'s for two savings, both measured b
 `bench/local_speed.py`:
 
 - the grammar is asked about the token picked, not about the whole vocabulary before
-  every pick (`arq.backends.sampling`);
+  every pick (`arq.backends.llamacpp.sampling`);
 - a step's key, fixed by the grammar once its quote opens, is evaluated as one batch
-  instead of being sampled token by token (`arq.backends.keys`).
+  instead of being sampled token by token (`arq.backends.llamacpp.keys`).
 
 What it keeps from `Llama.generate`: the longest prefix the prompt shares with what the
 model last read is not evaluated again (a repair or a re-ask repeats the first request's
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from arq.backends.keys import KeyWriter
-from arq.backends.sampling import GrammarSampler
+from arq.backends.llamacpp.keys import KeyWriter
+from arq.backends.llamacpp.sampling import GrammarSampler
 
 __all__ = ["Decoding", "Vocabulary"]
 

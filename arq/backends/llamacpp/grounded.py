@@ -2,7 +2,7 @@
 step holds) to what their context checks allow, while they are written.
 
 `one_of("ids")` and `verbatim_in("record")` are known exactly once the run's context is:
-the value is one of the ids, or a quote of the record (`arq.checks.Grounding`). A grammar
+the value is one of the ids, or a quote of the record (`arq.checks.AllowedValues`). A grammar
 cannot say so, since it is built from the schema alone, but a logits processor can. While
 the answer writes the value of such a step, `Grounded` pushes down every token that would
 take the value off them, so a small model can still pick the wrong id or quote the wrong
@@ -28,9 +28,9 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from arq.backends.reader import WHITESPACE, JsonReader, json_content
-from arq.backends.tokens import TokenTable
-from arq.checks import Grounding
+from arq.backends.llamacpp.reader import WHITESPACE, JsonReader, json_content
+from arq.backends.llamacpp.tokens import TokenTable
+from arq.checks import AllowedValues
 
 __all__ = ["PENALTY", "Grounded"]
 
@@ -128,22 +128,22 @@ class _Fields:
         self.spaces = spaces
 
 
-def _string_space(table: TokenTable, held: Grounding) -> _Choices | _Quote:
+def _string_space(table: TokenTable, held: AllowedValues) -> _Choices | _Quote:
     if held.choices is not None:
         return _Choices(table, held.choices)
     return _Quote(table, held.quoted_text or "")
 
 
-def _space(table: TokenTable, held: Grounding) -> _Choices | _Quote | _Fields:
+def _space(table: TokenTable, held: AllowedValues) -> _Choices | _Quote | _Fields:
     if held.fields is None:
         return _string_space(table, held)
     return _Fields({json_content(name): _string_space(table, g) for name, g in held.fields})
 
 
 class Grounded:
-    """A llama.cpp logits processor: grounded steps' values stay within their `Grounding`.
+    """A llama.cpp logits processor: grounded steps' values stay within their `AllowedValues`.
 
-    `grounding` maps step names to what their values may be; the answer is everything after
+    `allowed` maps step names to what their values may be; the answer is everything after
     the first `start` tokens (the prompt). With `inside_object` the answer continues an
     object the prompt's prefill opened.
     """
@@ -151,13 +151,13 @@ class Grounded:
     def __init__(
         self,
         table: TokenTable,
-        grounding: Mapping[str, Grounding],
+        allowed: Mapping[str, AllowedValues],
         start: int,
         *,
         inside_object: bool = False,
     ) -> None:
         self.table = table
-        self.spaces = {json_content(step): _space(table, held) for step, held in grounding.items()}
+        self.spaces = {json_content(step): _space(table, held) for step, held in allowed.items()}
         self.reader = JsonReader(depth=1 if inside_object else 0)
         self._seen = start
         self._quotes = set(table.with_quote)

@@ -30,18 +30,17 @@ from typing import Annotated, Any, ParamSpec, TypeVar, Union, get_args, get_orig
 from pydantic import AfterValidator, BaseModel, ValidationInfo
 from pydantic.fields import FieldInfo
 
-from arq.dates import dates_in
-from arq.errors import ArqError
-from arq.shape import StringShape, cuts_word
+from arq.checks.dates import dates_in
+from arq.checks.shape import StringShape, cuts_word
+from arq.errors import ContextError
 
 __all__ = [
-    "ContextError",
     "CrossCheck",
-    "Grounding",
+    "AllowedValues",
     "check",
     "covers",
     "date_in",
-    "grounding",
+    "allowed_values",
     "one_of",
     "quoted",
     "verbatim_in",
@@ -56,7 +55,7 @@ _GROUNDING_ATTR = "__arq_grounding__"
 
 @dataclass(frozen=True)
 class _Held:
-    """What a context check allows, marked on its validator for `grounding()`: one of the
+    """What a context check allows, marked on its validator for `allowed_values()`: one of the
     choices `choices(context[key])` (`one_of`, `date_in`), or a quote of `context[key]`
     (`verbatim_in`)."""
 
@@ -65,10 +64,6 @@ class _Held:
     normalize_whitespace: bool = True
     whole_words: bool = False
     dates: bool = False  # the choices are ISO dates (`date_in`)
-
-
-class ContextError(ArqError):
-    """A check needs a context value that the run was not given."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +232,7 @@ def date_in(key: str, *, day_first: bool | None = None) -> AfterValidator:
     """The value must be a date written in `context[key]`, given in ISO form (YYYY-MM-DD).
 
     The context may write it in any common form (2021/03/04, 4 March 2021, ...; see
-    `arq.dates`). A numeric date with the year last (04/03/2021) reads as day first when
+    `arq.checks.dates`). A numeric date with the year last (04/03/2021) reads as day first when
     `day_first`, month first when False, and either way when None. A `date` value is
     compared in ISO form too.
     """
@@ -306,7 +301,7 @@ def coverage_problem(expected: Sequence[str], got: Sequence[str]) -> str | None:
 
 
 @dataclass(frozen=True)
-class Grounding:
+class AllowedValues:
     """The values a string step's context checks allow, known once the context is.
 
     Exactly one of three is set: `choices`, the value is one of them (`one_of`,
@@ -314,7 +309,7 @@ class Grounding:
     value is quoted from it (`verbatim_in`; with `normalize_whitespace` its whitespace
     runs are written as one space, as the check compares them; `whole_words` is the
     check's, which the backend does not enforce on a source); or `fields`, for a step
-    that holds an object (or a list of them, with `items`): the `Grounding` of each of
+    that holds an object (or a list of them, with `items`): the `AllowedValues` of each of
     its string fields held so. A backend that sees the logits (`LlamaCppBackend`) holds
     the value to them while it is written, so a small model cannot invent a name or an
     id; the check still runs either way.
@@ -326,13 +321,13 @@ class Grounding:
     whole_words: bool = False
     dates: bool = False  # the choices are ISO dates read from the context (`date_in`)
     items: bool = False  # the step is a list, and each of its strings is held
-    fields: tuple[tuple[str, Grounding], ...] | None = None
+    fields: tuple[tuple[str, AllowedValues], ...] | None = None
 
     def __post_init__(self) -> None:
         if sum(part is not None for part in (self.choices, self.source, self.fields)) != 1:
-            raise ValueError("a Grounding has choices, a source or fields: exactly one")
+            raise ValueError("a AllowedValues has choices, a source or fields: exactly one")
 
-    def without(self, refused: Iterable[Any]) -> Grounding | None:
+    def without(self, refused: Iterable[Any]) -> AllowedValues | None:
         """These choices less the `refused` values; None if none is left. A source is kept
         as it is: its quotes were too many to list, and the backend steers off refused ones."""
         if self.choices is None:
@@ -341,7 +336,7 @@ class Grounding:
         left = tuple(choice for choice in self.choices if choice not in gone)
         return replace(self, choices=left) if left else None
 
-    def mentioned_in(self, lines: Sequence[str]) -> Grounding:
+    def mentioned_in(self, lines: Sequence[str]) -> AllowedValues:
         """These choices less those `lines` do not mention, if they mention any (a value
         quoted whole-word, or for dates a date the lines write in any form); otherwise, and
         for a source or a list, unchanged (a list may need choices the lines do not mention).
@@ -368,12 +363,12 @@ def _quotable(source: str, normalize_whitespace: bool) -> str:
     return _SPACES.sub(" ", source) if normalize_whitespace else source
 
 
-def grounding(
+def allowed_values(
     fields: Mapping[str, FieldInfo],
     context: Mapping[str, Any] | None,
     properties: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Grounding]:
-    """The `Grounding` of each field of type `str`, `str | None` or `list[str]` held by
+) -> dict[str, AllowedValues]:
+    """The `AllowedValues` of each field of type `str`, `str | None` or `list[str]` held by
     `one_of`, `date_in` or `verbatim_in` (for a list, each of its strings), and of each
     field of type `Model` or `list[Model]` whose model has such fields (one level deep).
 
@@ -382,19 +377,19 @@ def grounding(
     checks is held to its choices that are quoted from the source. With the fields' JSON
     Schema `properties`, a field's `pattern` and lengths narrow it further: choices that
     do not fit are dropped, and a source becomes the list of its quotes that fit, when
-    they are few enough to list (`arq.shape`).
+    they are few enough to list (`arq.checks.shape`).
     """
-    found: dict[str, Grounding] = {}
+    found: dict[str, AllowedValues] = {}
     if not context:
         return found
     for name, info in fields.items():
         items = get_origin(info.annotation) is list
         model = _model_of(info.annotation)
         if model is not None:
-            inner = grounding(model.model_fields, context)
+            inner = allowed_values(model.model_fields, context)
             nested = tuple((key, g) for key, g in inner.items() if g.fields is None)  # one level
             if nested:
-                found[name] = Grounding(fields=nested, items=items)
+                found[name] = AllowedValues(fields=nested, items=items)
             continue
         metadata = _string_metadata(info)
         if metadata is None:
@@ -429,11 +424,11 @@ def grounding(
             choices = listed  # None: too many to list, the source is kept
         if choices is not None:
             if choices:  # none left: no value can pass, and the check says why
-                found[name] = Grounding(
+                found[name] = AllowedValues(
                     choices=tuple(dict.fromkeys(choices)), dates=dates, items=items
                 )
         elif quote is not None and source is not None:
-            found[name] = Grounding(
+            found[name] = AllowedValues(
                 source=source,
                 normalize_whitespace=quote.normalize_whitespace,
                 whole_words=quote.whole_words,

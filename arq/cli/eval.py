@@ -1,4 +1,4 @@
-"""The `arq eval` command: run `arq.evaluation.evaluate` from the command line, write reports.
+"""The `arq eval` command: run `arq.eval.evaluation.evaluate` from the command line, write reports.
 
 `add_arguments` declares its options on the subcommand `arq.cli` makes; `command` runs it.
 SCHEMA and `--scorers` name module attributes, as the other commands' SCHEMA does.
@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from arq.evaluation_report import PLOT_EXTRA
+from arq.eval.report import PLOT_EXTRA
 from arq.schema import Reasoning
 
 if TYPE_CHECKING:
-    from arq.evaluation import Scorer
+    from arq.eval.evaluation import Scorer
 
 __all__ = ["add_arguments", "command", "load_attribute", "load_schemas", "load_scorers"]
 
@@ -69,8 +69,8 @@ def command(
 ) -> int:
     """`arq eval`: run, print the Markdown report, write the files. 0 once reported; 1 when
     the model service failed on every run."""
-    from arq.cli_load import UsageError
-    from arq.evaluation import STRATEGIES, DatasetError, _items, _schemas, evaluate, load_dataset
+    from arq.errors import DatasetError, UsageError
+    from arq.eval.evaluation import STRATEGIES, _items, _schemas, evaluate, load_dataset
 
     schemas = load_schemas(args.schema)
     try:
@@ -128,7 +128,8 @@ def command(
 
 def load_schemas(spec: str) -> type[Reasoning] | dict[str, type[Reasoning]]:
     """SCHEMA as `arq` reads it, or `module:attr` naming a dict of schemas by name."""
-    from arq.cli_load import UsageError, load_schema
+    from arq.cli.load import load_schema
+    from arq.errors import UsageError
 
     try:
         value = load_attribute(spec, "SCHEMA") if ":" in spec.strip(":") else None
@@ -145,8 +146,8 @@ def load_schemas(spec: str) -> type[Reasoning] | dict[str, type[Reasoning]]:
 
 def load_scorers(spec: str) -> dict[str, Scorer]:
     """`--scorers`: a `module:attr` or `file.py:attr` naming a dict or list of scorers."""
-    from arq.cli_load import UsageError
-    from arq.evaluation import _scorers
+    from arq.errors import UsageError
+    from arq.eval.evaluation import _scorers
 
     value = load_attribute(spec, "--scorers")
     if callable(value) and not isinstance(value, type):
@@ -161,7 +162,8 @@ def load_scorers(spec: str) -> dict[str, Scorer]:
 
 def load_attribute(spec: str, what: str) -> Any:
     """The attribute `spec` (`package.module:attr` or `path/file.py:attr`) names."""
-    from arq.cli_load import UsageError, _import, _is_path, _load_file
+    from arq.cli.load import _import, _is_path, _load_file
+    from arq.errors import UsageError
 
     target, colon, attr = spec.rpartition(":")
     if not colon or not target or not attr:

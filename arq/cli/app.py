@@ -32,12 +32,19 @@ from typing import Any, NoReturn, TextIO, get_args
 from pydantic_core import to_jsonable_python
 
 from arq import __version__
-from arq.cli_eval import add_arguments as eval_arguments
-from arq.cli_eval import command as eval_command
-from arq.cli_load import UsageError, load_context, load_schema, one_line
-from arq.cli_validate import check_files, summary, write_report, write_to
-from arq.errors import BackendError, ConvergenceError, DeadlineExceededError, OutputError
-from arq.events import Done, RepairStarted, Retrying, StepAccepted, StepFailed
+from arq.cli.eval import add_arguments as eval_arguments
+from arq.cli.eval import command as eval_command
+from arq.cli.load import load_context, load_schema, one_line
+from arq.cli.validate import check_files, summary, write_report, write_to
+from arq.errors import (
+    ArqError,
+    BackendError,
+    ConvergenceError,
+    DeadlineExceededError,
+    OutputError,
+    UsageError,
+)
+from arq.events import OutputAccepted, RepairStarted, RetryScheduled, StepAccepted, StepFailed
 from arq.jsonschema import Dialect, json_schema, lint
 from arq.prompt import PromptBuilder, Request
 from arq.schema import Reasoning, steps
@@ -102,7 +109,7 @@ def _fail(err: TextIO, message: str, code: int) -> int:
 # --- arguments -------------------------------------------------------------------------------
 
 
-class _ParserExit(Exception):
+class _ParserExit(ArqError):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
@@ -249,10 +256,11 @@ def _prompt_tokens(request: Request) -> tuple[int | None, str]:
     if importlib.util.find_spec("llama_cpp") is None:
         return None, f"token counts need the `local` extra: {LOCAL_EXTRA}"
     try:
-        from arq.backends.llamacpp import ModelNotFoundError, _resolve_model_path
+        from arq.backends.llamacpp import resolve_model_path
+        from arq.errors import ModelNotFoundError
 
         try:
-            path = _resolve_model_path()
+            path = resolve_model_path()
         except ModelNotFoundError as exc:
             return None, f"token counts need the `local` extra's model: {exc}"
         llm, formatter = _tokenizer(str(path))
@@ -372,9 +380,9 @@ async def _events(
                 reason = one_line(event.reason)
                 because = "" if reason == failure else f": {reason}"
                 write(f"-- repair {event.attempt - 1}: redo from {event.step!r}{because}")
-            elif isinstance(event, Retrying):
+            elif isinstance(event, RetryScheduled):
                 write(f"-- retry in {event.wait:.1f} s: {one_line(str(event.error))}")
-            elif isinstance(event, Done):
+            elif isinstance(event, OutputAccepted):
                 return event.result
     raise AssertionError("the run ended without a result")  # pragma: no cover
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from arq.backends.reader import JsonReader, json_content
+from arq.backends.llamacpp.reader import JsonReader, json_content
 
 __all__ = ["KeyWriter"]
 

@@ -4,7 +4,7 @@
 strategy, repeat, seed, output, scores, tokens, latency). `summary(strategy)` computes the
 figures (success rate, pass^k, repair rate, failures per step, tokens, latency, errors by
 type); `to_markdown()`, `to_json()` and `plot(path)` write them out. The `arq eval`
-command lives in `arq.cli_eval`.
+command lives in `arq.cli.eval`.
 """
 
 from __future__ import annotations

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from arq.checks import ContextError
-from arq.cli_load import UsageError, json_kind, one_line, read_text
-from arq.errors import ArqError, StepError
+from arq.cli.load import json_kind, one_line, read_text
+from arq.errors import ArqError, ContextError, StepError, UsageError
 from arq.schema import Reasoning, steps
 from arq.validation import validate_output
 

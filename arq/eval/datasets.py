@@ -9,13 +9,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DatasetError", "check_unique", "load_dataset", "parse_item"]
+from arq.errors import DatasetError
+
+__all__ = ["check_unique", "load_dataset", "parse_item"]
 
 _KEYS = ("id", "schema", "context", "expect")
-
-
-class DatasetError(ValueError):
-    """A dataset item is malformed; the message names the file and line, or the index."""
 
 
 def load_dataset(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -30,7 +30,14 @@ from arq.errors import (
     TruncatedOutputError,
     value_key,
 )
-from arq.events import Done, Event, RepairStarted, Retrying, StepAccepted, StepFailed
+from arq.events import (
+    Event,
+    OutputAccepted,
+    RepairStarted,
+    RetryScheduled,
+    StepAccepted,
+    StepFailed,
+)
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser
 from arq.prompt import PromptBuilder, Request
 from arq.schema import Reasoning, cross_checks, steps
@@ -62,7 +69,7 @@ class RunLoop(Generic[SchemaT]):
         self.examples = examples
         self.checker = StepChecker(schema, context=context)
         self.trace = Trace(schema=schema.__name__, model=executor.backend.name)
-        self.budgets = {s.name: s.max_tokens for s in steps(schema) if s.max_tokens}
+        self.budgets = {s.name: s.max_chunks for s in steps(schema) if s.max_chunks}
         self.order = [s.name for s in steps(schema)]
         self.deadline: float | None = None
         self.pending: list[Event] = []
@@ -106,7 +113,7 @@ class RunLoop(Generic[SchemaT]):
                 kind = "repair"
                 yield RepairStarted(step, len(self.trace.attempts) + 1, str(error))
                 continue
-            yield Done(Result(output, self.trace))
+            yield OutputAccepted(Result(output, self.trace))
             return
 
     def _remember_rejected(self, error: StepError | OutputParseError) -> None:
@@ -167,7 +174,7 @@ class RunLoop(Generic[SchemaT]):
                     yield event
 
     def _retrying(self, error: BackendError, wait: float, number: int) -> None:
-        self.pending.append(Retrying(error, wait, len(self.trace.attempts)))
+        self.pending.append(RetryScheduled(error, wait, len(self.trace.attempts)))
 
     async def _call(self, request: Request, kind: AttemptKind) -> AsyncGenerator[Event, None]:
         ex = self.executor
@@ -311,7 +318,7 @@ class _Reader:
         return StepAccepted(name, accepted, self.attempt.number)
 
     def _count_step_tokens(self) -> None:
-        """Chunks spent on the current step; past its `max_tokens`, it fails at once."""
+        """Chunks spent on the current step; past its `max_chunks`, it fails at once."""
         current = self.parser.current_step
         if current != self.step:
             self.step, self.step_chunks = current, 0

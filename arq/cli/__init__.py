@@ -1,0 +1,5 @@
+"""The `arq` command: one module per subcommand; each parses, calls the library, prints."""
+
+from arq.cli.app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,1 @@
+"""The convergence loop of one run (private: `Executor` is its only caller)."""
