@@ -29,19 +29,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from arq.backends.base import Backend, Capabilities, Chunk, Settings
+from arq.backends.base import Backend
 from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseError, StepError
 from arq.eval.datasets import check_unique, load_dataset, parse_item
+from arq.eval.metering import MeteredBackend, ProgressBar, Tally
 from arq.eval.report import EvalReport, RunOutcome
 from arq.eval.strategies import unchecked
 from arq.executor import Executor
-from arq.prompt import Request
 from arq.schema import Reasoning, cot, direct
 from arq.trace import Result, Trace
 from arq.validation import validate_output
@@ -84,96 +84,6 @@ def _plan(strategy: str, schema: type[Reasoning]) -> _Plan:
     return _Plan(schema, unchecked(reference), reference, False)
 
 
-# --- measuring -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Tally:
-    started: float
-    calls: int = 0
-    chunks: int = 0
-    reported: int = 0
-
-
-class _Metered:
-    """The backend, measuring each run: when its first call started, and the output chunks
-    of runs that end without a trace. Runs are told apart by their asyncio task."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.inner = backend
-        self.tallies: dict[asyncio.Task[Any] | None, _Tally] = {}
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
-    def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
-        task = asyncio.current_task()
-        tally = self.tallies.setdefault(task, _Tally(asyncio.get_running_loop().time()))
-        tally.calls += 1
-        return self._stream(self.inner.stream(request, settings), tally)
-
-    async def _stream(
-        self, inner: AsyncGenerator[Chunk, None], tally: _Tally
-    ) -> AsyncGenerator[Chunk, None]:
-        try:
-            async for chunk in inner:
-                tally.chunks += bool(chunk.text)
-                if chunk.usage is not None:
-                    tally.reported += chunk.usage.completion_tokens
-                yield chunk
-        finally:
-            await inner.aclose()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def take(self) -> _Tally | None:
-        """The tally of the run in the current task, forgotten."""
-        return self.tallies.pop(asyncio.current_task(), None)
-
-
-class _Progress:
-    """A text progress bar on a stream: redrawn in place on a terminal, else a line per 10%."""
-
-    def __init__(self, total: int, stream: TextIO | None) -> None:
-        self.total, self.stream = total, stream
-        self.done = self.ok = 0
-        self.start = time.monotonic()
-        self.tty = bool(stream is not None and stream.isatty())
-        self.shown = -1
-
-    def tick(self, success: bool, label: str) -> None:
-        self.done += 1
-        self.ok += success
-        if self.stream is None:
-            return
-        decile = self.done * 10 // max(self.total, 1)
-        if not self.tty and decile == self.shown and self.done < self.total:
-            return
-        self.shown = decile
-        elapsed = time.monotonic() - self.start
-        left = elapsed / self.done * (self.total - self.done)
-        bar = "#" * (self.done * 24 // max(self.total, 1))
-        line = (
-            f"[{bar:<24}] {self.done}/{self.total} {label}  ok {self.ok}  "
-            f"{_clock(elapsed)} elapsed, ~{_clock(left)} left"
-        )
-        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
-        if self.tty and self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
-
-
 # --- evaluating ----------------------------------------------------------------------------------
 
 
@@ -186,8 +96,8 @@ class _Run:
     seed: int | None
     plans: dict[str, _Plan]
     scorers: dict[str, Scorer]
-    metered: _Metered
-    bar: _Progress
+    metered: MeteredBackend
+    bar: ProgressBar
     label: str
     outcomes: list[RunOutcome] = field(default_factory=list)
 
@@ -288,9 +198,9 @@ async def aevaluate(
         raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {strategies}")
     if repeats < 1 or concurrency < 1 or max_repairs < 0:
         raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
-    metered = _Metered(backend)
+    metered = MeteredBackend(backend)
     stream = sys.stderr if progress is True else (progress or None)
-    bar = _Progress(len(strategies) * repeats * len(items), stream)
+    bar = ProgressBar(len(strategies) * repeats * len(items), stream)
     started, clock = datetime.now(timezone.utc), time.monotonic()
     outcomes: list[RunOutcome] = []
     groups = _groups(items, schemas)
@@ -395,7 +305,7 @@ def _scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str, Scor
 
 
 def _outcome(
-    run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: _Tally | None
+    run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: Tally | None
 ) -> RunOutcome:
     plan = run.plans[item.get("schema", "") if "" not in run.plans else ""]
     latency = None if tally is None else asyncio.get_running_loop().time() - tally.started
