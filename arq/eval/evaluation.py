@@ -1,7 +1,7 @@
 """Measure ARQ against its baselines on your own data, from one schema.
 
 ```python
-from arq.eval.evaluation import evaluate, load_dataset
+from arq.eval import evaluate, load_dataset
 
 def decision(output, item):  # a scorer: read answer steps, compare with the expectation
     return output.decision == item["expect"]["decision"]
@@ -12,15 +12,9 @@ print(report.to_markdown())
 report.plot("report.png")
 ```
 
-Strategies, all derived from the one schema:
-
-- `arq`: the schema with its checks, repaired from the failing step (`max_repairs`);
-- `arq-unchecked`: the same steps and prompt, with every check removed and no repair;
-- `cot`: one free-text reasoning step, then the answer steps (`arq.cot`), unchecked;
-- `direct`: the answer steps alone (`arq.direct`), unchecked.
-
-Unchecked strategies are single-pass, as the baselines are used in practice; whether their
-output would have passed the schema's checks is measured afterwards (`checks passed`). A run
+Each strategy (`arq.eval.strategies`) runs a schema derived from the one given. Unchecked
+strategies are single-pass, as the baselines are used in practice; whether their output
+would have passed the schema's checks is measured afterwards (`checks passed`). A run
 succeeds when it produced an output and every scorer passes on it.
 """
 
@@ -40,48 +34,19 @@ from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseErro
 from arq.eval.datasets import check_unique, load_dataset, parse_item
 from arq.eval.metering import MeteredBackend, ProgressBar, Tally
 from arq.eval.report import EvalReport, RunOutcome
-from arq.eval.strategies import unchecked
+from arq.eval.strategies import DEFAULT_STRATEGIES, STRATEGIES, Plan, Strategy, strategy_named
 from arq.executor import Executor
-from arq.schema import Reasoning, cot, direct
+from arq.schema import Reasoning
 from arq.trace import Result, Trace
 from arq.validation import validate_output
 
-__all__ = [
-    "STRATEGIES",
-    "EvalReport",
-    "RunOutcome",
-    "Scorer",
-    "aevaluate",
-    "evaluate",
-    "load_dataset",
-    "unchecked",
-]
+# STRATEGIES and load_dataset stay importable from here for `arq.cli.eval`
+__all__ = ["STRATEGIES", "Scorer", "aevaluate", "evaluate", "load_dataset"]
 
-STRATEGIES = ("arq", "arq-unchecked", "cot", "direct")
 Scorer = Callable[[Any, Mapping[str, Any]], bool]
 """`(output, item) -> bool`: the output (the answer steps, for `cot` and `direct`) and the
 dataset item (with its `context` and `expect`)."""
 Schemas = type[Reasoning] | Mapping[str, type[Reasoning]]
-
-
-# --- strategies ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How one strategy runs one schema: what is sent, what its output is checked against."""
-
-    schema: type[Reasoning]
-    run: type[Reasoning]
-    reference: type[Reasoning]
-    checked: bool
-
-
-def _plan(strategy: str, schema: type[Reasoning]) -> _Plan:
-    if strategy == "arq":
-        return _Plan(schema, schema, schema, True)
-    reference = {"arq-unchecked": schema, "cot": cot(schema), "direct": direct(schema)}[strategy]
-    return _Plan(schema, unchecked(reference), reference, False)
 
 
 # --- evaluating ----------------------------------------------------------------------------------
@@ -91,10 +56,10 @@ def _plan(strategy: str, schema: type[Reasoning]) -> _Plan:
 class _Run:
     """One strategy's repeat over the dataset: its settings and the outcomes so far."""
 
-    strategy: str
+    strategy: Strategy
     repeat: int
     seed: int | None
-    plans: dict[str, _Plan]
+    plans: dict[str, Plan]
     scorers: dict[str, Scorer]
     metered: MeteredBackend
     bar: ProgressBar
@@ -119,7 +84,7 @@ def evaluate(
     dataset: Iterable[Mapping[str, Any]],
     *,
     backend: Backend,
-    strategies: Sequence[str] = ("arq", "cot", "direct"),
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
     repeats: int = 1,
     scorers: Mapping[str, Scorer] | Sequence[Scorer] = (),
     concurrency: int = 8,
@@ -178,7 +143,7 @@ async def aevaluate(
     dataset: Iterable[Mapping[str, Any]],
     *,
     backend: Backend,
-    strategies: Sequence[str] = ("arq", "cot", "direct"),
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
     repeats: int = 1,
     scorers: Mapping[str, Scorer] | Sequence[Scorer] = (),
     concurrency: int = 8,
@@ -193,9 +158,7 @@ async def aevaluate(
     schemas = _schemas(schema)
     items = _items(dataset, schemas)
     named = _scorers(scorers)
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies or len(set(strategies)) != len(strategies):
-        raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {strategies}")
+    chosen = _strategies(strategies)
     if repeats < 1 or concurrency < 1 or max_repairs < 0:
         raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
     metered = MeteredBackend(backend)
@@ -205,19 +168,19 @@ async def aevaluate(
     outcomes: list[RunOutcome] = []
     groups = _groups(items, schemas)
     order = {item["id"]: i for i, item in enumerate(items)}
-    for strategy in strategies:
-        plans = {name: _plan(strategy, s) for name, s in schemas.items()}
+    for strategy in chosen:
+        plans = {name: strategy.plan(s) for name, s in schemas.items()}
         for repeat in range(repeats):
             run_seed = None if seed is None else seed + repeat
             executor = Executor(
                 metered,
-                max_repairs=max_repairs if strategy == "arq" else 0,
+                max_repairs=max_repairs if strategy.checked else 0,
                 temperature=temperature,
                 repair_temperature=repair_temperature,
                 max_tokens=max_tokens,
                 seed=run_seed,
             )
-            label = f"{strategy} r{repeat + 1}/{repeats}"
+            label = f"{strategy.name} r{repeat + 1}/{repeats}"
             run = _Run(strategy, repeat, run_seed, plans, named, metered, bar, label)
             for name, group in groups.items():
                 contexts = [item["context"] for item in group]
@@ -231,7 +194,7 @@ async def aevaluate(
     settings = {
         "model": backend.name,
         "schemas": [s.__name__ for s in schemas.values()],
-        "strategies": list(strategies),
+        "strategies": [s.name for s in chosen],
         "repeats": repeats,
         "temperature": temperature,
         "repair_temperature": temperature if repair_temperature is None else repair_temperature,
@@ -246,6 +209,13 @@ async def aevaluate(
         "elapsed": round(time.monotonic() - clock, 3),
     }
     return EvalReport(settings, outcomes)
+
+
+def _strategies(names: Sequence[str]) -> tuple[Strategy, ...]:
+    unknown = [s for s in names if s not in STRATEGIES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {names}")
+    return tuple(strategy_named(name) for name in names)
 
 
 def _schemas(schema: Schemas) -> dict[str, type[Reasoning]]:
@@ -312,7 +282,7 @@ def _outcome(
     common: dict[str, Any] = {
         "item": item["id"],
         "schema": plan.schema.__name__,
-        "strategy": run.strategy,
+        "strategy": run.strategy.name,
         "repeat": run.repeat,
         "seed": run.seed,
         "latency": latency,
@@ -344,7 +314,7 @@ def _outcome(
         )
     output = outcome.output.model_dump(mode="json")
     failed_step, passed = None, True
-    if not plan.checked:
+    if not run.strategy.checked:
         try:
             validate_output(plan.reference, output, context=item["context"])
         except StepError as error:
