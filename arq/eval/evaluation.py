@@ -34,7 +34,13 @@ from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseErro
 from arq.eval.datasets import check_unique, load_dataset, parse_item
 from arq.eval.metering import MeteredBackend, ProgressBar, Tally
 from arq.eval.report import EvalReport, RunOutcome
-from arq.eval.strategies import DEFAULT_STRATEGIES, STRATEGIES, Plan, Strategy, strategy_named
+from arq.eval.strategies import (
+    DEFAULT_STRATEGIES,
+    STRATEGIES,
+    Plan,
+    Strategy,
+    strategy_named,
+)
 from arq.executor import Executor
 from arq.schema import Reasoning
 from arq.trace import Result, Trace
@@ -52,6 +58,75 @@ Schemas = type[Reasoning] | Mapping[str, type[Reasoning]]
 # --- evaluating ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Job:
+    """An evaluation, its arguments checked: what runs, how often, how it calls the model."""
+
+    schemas: dict[str, type[Reasoning]]
+    items: list[dict[str, Any]]
+    scorers: dict[str, Scorer]
+    strategies: tuple[Strategy, ...]
+    repeats: int
+    concurrency: int
+    temperature: float | None
+    repair_temperature: float | None
+    seed: int | None
+    max_repairs: int
+    max_tokens: int | None
+
+    def seed_of(self, repeat: int) -> int | None:
+        """The sampling seed of a repeat: the base seed + `repeat`, or None."""
+        return None if self.seed is None else self.seed + repeat
+
+    def settings(self, model: str) -> dict[str, Any]:
+        """How the evaluation runs, as its report states it."""
+        temperature, repair = self.temperature, self.repair_temperature
+        return {
+            "model": model,
+            "schemas": [s.__name__ for s in self.schemas.values()],
+            "strategies": [s.name for s in self.strategies],
+            "repeats": self.repeats,
+            "temperature": temperature,
+            "repair_temperature": temperature if repair is None else repair,
+            "seed": self.seed,
+            "seeds": [self.seed_of(r) for r in range(self.repeats)],
+            "max_repairs": self.max_repairs,
+            "max_tokens": self.max_tokens,
+            "concurrency": self.concurrency,
+            "items": len(self.items),
+            "scorers": list(self.scorers),
+        }
+
+    async def run(self, metered: MeteredBackend, bar: ProgressBar) -> list[RunOutcome]:
+        """Every strategy's repeats over the dataset; each repeat's outcomes in item order."""
+        outcomes: list[RunOutcome] = []
+        groups = _groups(self.items, self.schemas)
+        order = {item["id"]: i for i, item in enumerate(self.items)}
+        for strategy in self.strategies:
+            plans = {name: strategy.plan(s) for name, s in self.schemas.items()}
+            for repeat in range(self.repeats):
+                executor = Executor(
+                    metered,
+                    max_repairs=self.max_repairs if strategy.checked else 0,
+                    temperature=self.temperature,
+                    repair_temperature=self.repair_temperature,
+                    max_tokens=self.max_tokens,
+                    seed=self.seed_of(repeat),
+                )
+                label = f"{strategy.name} r{repeat + 1}/{self.repeats}"
+                run = _Run(strategy, repeat, self.seed_of(repeat), plans, self.scorers, metered)
+                for name, group in groups.items():
+                    contexts = [item["context"] for item in group]
+                    await executor.amap(
+                        plans[name].run,
+                        contexts,
+                        concurrency=self.concurrency,
+                        on_result=run.on_result(group, bar, label),
+                    )
+                outcomes += sorted(run.outcomes, key=lambda o: order[o.item])
+        return outcomes
+
+
 @dataclass
 class _Run:
     """One strategy's repeat over the dataset: its settings and the outcomes so far."""
@@ -62,19 +137,21 @@ class _Run:
     plans: dict[str, Plan]
     scorers: dict[str, Scorer]
     metered: MeteredBackend
-    bar: ProgressBar
-    label: str
     outcomes: list[RunOutcome] = field(default_factory=list)
 
+    def plan(self, item: Mapping[str, Any]) -> Plan:
+        """The plan of the item's schema."""
+        return self.plans[item.get("schema", "") if "" not in self.plans else ""]
+
     def on_result(
-        self, group: Sequence[dict[str, Any]]
+        self, group: Sequence[dict[str, Any]], bar: ProgressBar, label: str
     ) -> Callable[[int, Result[Any] | ArqError], None]:
         """The `amap` callback for one group of items: score the run, tick the bar."""
 
         def done(index: int, outcome: Result[Any] | ArqError) -> None:
             result = _outcome(self, group[index], outcome, self.metered.take())
             self.outcomes.append(result)
-            self.bar.tick(result.success, self.label)
+            bar.tick(result.success, label)
 
         return done
 
@@ -161,50 +238,24 @@ async def aevaluate(
     chosen = _strategies(strategies)
     if repeats < 1 or concurrency < 1 or max_repairs < 0:
         raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
-    metered = MeteredBackend(backend)
+    job = _Job(
+        schemas=schemas,
+        items=items,
+        scorers=named,
+        strategies=chosen,
+        repeats=repeats,
+        concurrency=concurrency,
+        temperature=temperature,
+        repair_temperature=repair_temperature,
+        seed=seed,
+        max_repairs=max_repairs,
+        max_tokens=max_tokens,
+    )
     stream = sys.stderr if progress is True else (progress or None)
-    bar = ProgressBar(len(strategies) * repeats * len(items), stream)
+    bar = ProgressBar(len(chosen) * repeats * len(items), stream)
     started, clock = datetime.now(timezone.utc), time.monotonic()
-    outcomes: list[RunOutcome] = []
-    groups = _groups(items, schemas)
-    order = {item["id"]: i for i, item in enumerate(items)}
-    for strategy in chosen:
-        plans = {name: strategy.plan(s) for name, s in schemas.items()}
-        for repeat in range(repeats):
-            run_seed = None if seed is None else seed + repeat
-            executor = Executor(
-                metered,
-                max_repairs=max_repairs if strategy.checked else 0,
-                temperature=temperature,
-                repair_temperature=repair_temperature,
-                max_tokens=max_tokens,
-                seed=run_seed,
-            )
-            label = f"{strategy.name} r{repeat + 1}/{repeats}"
-            run = _Run(strategy, repeat, run_seed, plans, named, metered, bar, label)
-            for name, group in groups.items():
-                contexts = [item["context"] for item in group]
-                await executor.amap(
-                    plans[name].run,
-                    contexts,
-                    concurrency=concurrency,
-                    on_result=run.on_result(group),
-                )
-            outcomes += sorted(run.outcomes, key=lambda o: order[o.item])
-    settings = {
-        "model": backend.name,
-        "schemas": [s.__name__ for s in schemas.values()],
-        "strategies": [s.name for s in chosen],
-        "repeats": repeats,
-        "temperature": temperature,
-        "repair_temperature": temperature if repair_temperature is None else repair_temperature,
-        "seed": seed,
-        "seeds": [None if seed is None else seed + r for r in range(repeats)],
-        "max_repairs": max_repairs,
-        "max_tokens": max_tokens,
-        "concurrency": concurrency,
-        "items": len(items),
-        "scorers": list(named),
+    outcomes = await job.run(MeteredBackend(backend), bar)
+    settings = job.settings(backend.name) | {
         "started": started.isoformat(timespec="seconds"),
         "elapsed": round(time.monotonic() - clock, 3),
     }
@@ -277,7 +328,42 @@ def _scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str, Scor
 def _outcome(
     run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: Tally | None
 ) -> RunOutcome:
-    plan = run.plans[item.get("schema", "") if "" not in run.plans else ""]
+    plan = run.plan(item)
+    common = _measures(run, plan, item, outcome, tally)
+    if isinstance(outcome, ArqError):
+        failure = outcome.last_error if isinstance(outcome, ConvergenceError) else outcome
+        step = failure.step if isinstance(failure, StepError | OutputParseError) else None
+        return RunOutcome(
+            **common,
+            success=False,
+            error_type=type(outcome).__name__,
+            error=str(outcome),
+            failed_step=step,
+        )
+    output = outcome.output.model_dump(mode="json")
+    failed_step, passed = None, True
+    if not run.strategy.checked:
+        failed_step, passed = _checks_after(plan.reference, output, item["context"])
+    scores, errors = _scores(run.scorers, outcome.output, item)
+    return RunOutcome(
+        **common,
+        success=all(scores.values()),
+        output=output,
+        failed_step=failed_step,
+        checks_passed=passed,
+        scores=scores,
+        scorer_errors=errors,
+    )
+
+
+def _measures(
+    run: _Run,
+    plan: Plan,
+    item: dict[str, Any],
+    outcome: Result[Any] | ArqError,
+    tally: Tally | None,
+) -> dict[str, Any]:
+    """What every outcome records: the run, and its cost from the trace or else the tally."""
     latency = None if tally is None else asyncio.get_running_loop().time() - tally.started
     common: dict[str, Any] = {
         "item": item["id"],
@@ -302,37 +388,30 @@ def _outcome(
             "output_tokens": usage.completion_tokens,
             "tokens_estimated": usage.estimated,
         }
-    if isinstance(outcome, ArqError):
-        failure = outcome.last_error if isinstance(outcome, ConvergenceError) else outcome
-        step = failure.step if isinstance(failure, StepError | OutputParseError) else None
-        return RunOutcome(
-            **common,
-            success=False,
-            error_type=type(outcome).__name__,
-            error=str(outcome),
-            failed_step=step,
-        )
-    output = outcome.output.model_dump(mode="json")
-    failed_step, passed = None, True
-    if not run.strategy.checked:
-        try:
-            validate_output(plan.reference, output, context=item["context"])
-        except StepError as error:
-            failed_step, passed = error.step, False
-        except ArqError:
-            passed = False
+    return common
+
+
+def _checks_after(
+    reference: type[Reasoning], output: dict[str, Any], context: Mapping[str, Any]
+) -> tuple[str | None, bool]:
+    """Whether an unchecked run's output passes the checks, and the first step that fails."""
+    try:
+        validate_output(reference, output, context=context)
+    except StepError as error:
+        return error.step, False
+    except ArqError:
+        return None, False
+    return None, True
+
+
+def _scores(
+    scorers: Mapping[str, Scorer], output: Any, item: Mapping[str, Any]
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """Each scorer's verdict, and the errors of those that raised (a raise fails the score)."""
     scores, errors = {}, {}
-    for name, scorer in run.scorers.items():
+    for name, scorer in scorers.items():
         try:
-            scores[name] = bool(scorer(outcome.output, item))
+            scores[name] = bool(scorer(output, item))
         except Exception as exc:
             scores[name], errors[name] = False, f"{type(exc).__name__}: {exc}"
-    return RunOutcome(
-        **common,
-        success=all(scores.values()),
-        output=output,
-        failed_step=failed_step,
-        checks_passed=passed,
-        scores=scores,
-        scorer_errors=errors,
-    )
+    return scores, errors
