@@ -161,6 +161,30 @@ def test_reask_feeds_every_error_back_and_asks_for_the_whole_object(
     assert "customer" not in third[-1]["content"].split("Reply with")[0]
 
 
+def test_the_reask_turn_is_pinned() -> None:
+    builder = arq.PromptBuilder()
+    base = builder.build(Triage, CONTEXT)
+    feedback = ["First: wrong.", "Second\n  on two lines.", "First: wrong."]
+    again = builder.reask(base, '{"team": "x"}', feedback)
+    assert again.messages == [
+        *base.messages,
+        {"role": "assistant", "content": '{"team": "x"}'},
+        {
+            "role": "user",
+            "content": "Your answer was checked and rejected:\n\nFirst: wrong.\n\nSecond\n"
+            "  on two lines.\n\nReply with the whole JSON object again, with exactly these "
+            "keys, in this order: customer, order_id, team.",
+        },
+    ]
+    assert again.metadata == {**base.metadata, "reask": True}
+    assert (again.steps, again.output_schema) == (base.steps, base.output_schema)
+    bare = builder.reask(base, "", [])  # no feedback: the note keeps its blank lines
+    assert bare.messages[-1]["content"] == (
+        "Your answer was checked and rejected:\n\n\n\nReply with the whole JSON object "
+        "again, with exactly these keys, in this order: customer, order_id, team."
+    )
+
+
 def test_reask_gives_up_after_max_reasks(server: FakeOpenAIServer) -> None:
     server.script(reply(TWO_WRONG), reply(ONE_WRONG), reply(GOOD))
     result = run_reask(server, max_reasks=1)

@@ -16,13 +16,7 @@ from pydantic import BaseModel, Field
 import arq
 from arq.cli import cli
 from arq.errors import DatasetError
-from arq.eval.evaluation import (
-    EvalReport,
-    RunOutcome,
-    evaluate,
-    load_dataset,
-    unchecked,
-)
+from arq.eval import EvalReport, RunOutcome, evaluate, load_dataset, unchecked
 from arq.eval.report import percentile
 from arq.prompt import Request
 from arq.schema import cross_checks

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from arq.backends.base import Backend, Settings
 from arq.errors import OutputError, OutputParseError, StepError, TruncatedOutputError
 from arq.parsing import StepParser
-from arq.prompt import Message, PromptBuilder, Request
+from arq.prompt import PromptBuilder, Request
 from arq.schema import Reasoning, steps
 from arq.trace import Usage
 from arq.validation import StepChecker
@@ -173,7 +173,8 @@ async def whole_object_reask(
     if max_reasks < 0:
         raise ValueError(f"max_reasks must not be negative, not {max_reasks}")
     settings = settings or Settings()
-    base = (builder or PromptBuilder()).build(schema, context)
+    builder = builder or PromptBuilder()
+    base = builder.build(schema, context)
     tolerant = backend.capabilities.output == "prompt"
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -188,7 +189,7 @@ async def whole_object_reask(
         attempts.append(outcome)
         if outcome.accepted or outcome.refused:
             break
-        request = _reask(base, outcome)
+        request = builder.reask(base, outcome.text, outcome.feedback)
     return BaselineResult(
         output=output,
         accepted=output is not None,
@@ -249,20 +250,3 @@ def _feedback(error: OutputError) -> str:
     if isinstance(error, StepError):
         return error.feedback
     return f"Your answer could not be read: {error}"
-
-
-def _reask(base: Request, failed: CallOutcome) -> Request:
-    """The first request, then the rejected answer and every error's feedback."""
-    keys = ", ".join(base.steps)
-    note = (
-        "Your answer was checked and rejected:\n\n"
-        + "\n\n".join(dict.fromkeys(failed.feedback))
-        + f"\n\nReply with the whole JSON object again, with exactly these keys, in this"
-        f" order: {keys}."
-    )
-    messages: list[Message] = [
-        *base.messages,
-        {"role": "assistant", "content": failed.text},
-        {"role": "user", "content": note},
-    ]
-    return replace(base, messages=messages, metadata={**base.metadata, "reask": True})

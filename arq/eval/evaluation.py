@@ -1,7 +1,7 @@
 """Measure ARQ against its baselines on your own data, from one schema.
 
 ```python
-from arq.eval.evaluation import evaluate, load_dataset
+from arq.eval import evaluate, load_dataset
 
 def decision(output, item):  # a scorer: read answer steps, compare with the expectation
     return output.decision == item["expect"]["decision"]
@@ -12,15 +12,9 @@ print(report.to_markdown())
 report.plot("report.png")
 ```
 
-Strategies, all derived from the one schema:
-
-- `arq`: the schema with its checks, repaired from the failing step (`max_repairs`);
-- `arq-unchecked`: the same steps and prompt, with every check removed and no repair;
-- `cot`: one free-text reasoning step, then the answer steps (`arq.cot`), unchecked;
-- `direct`: the answer steps alone (`arq.direct`), unchecked.
-
-Unchecked strategies are single-pass, as the baselines are used in practice; whether their
-output would have passed the schema's checks is measured afterwards (`checks passed`). A run
+Each strategy (`arq.eval.strategies`) runs a schema derived from the one given. Unchecked
+strategies are single-pass, as the baselines are used in practice; whether their output
+would have passed the schema's checks is measured afterwards (`checks passed`). A run
 succeeds when it produced an output and every scorer passes on it.
 """
 
@@ -29,177 +23,135 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from arq.backends.base import Backend, Capabilities, Chunk, Settings
+from arq.backends.base import Backend
 from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseError, StepError
 from arq.eval.datasets import check_unique, load_dataset, parse_item
+from arq.eval.metering import MeteredBackend, ProgressBar, Tally
 from arq.eval.report import EvalReport, RunOutcome
-from arq.eval.strategies import unchecked
+from arq.eval.strategies import (
+    DEFAULT_STRATEGIES,
+    STRATEGIES,
+    Plan,
+    Strategy,
+    strategy_named,
+)
 from arq.executor import Executor
-from arq.prompt import Request
-from arq.schema import Reasoning, cot, direct
+from arq.schema import Reasoning
 from arq.trace import Result, Trace
 from arq.validation import validate_output
 
-__all__ = [
-    "STRATEGIES",
-    "EvalReport",
-    "RunOutcome",
-    "Scorer",
-    "aevaluate",
-    "evaluate",
-    "load_dataset",
-    "unchecked",
-]
+# STRATEGIES and load_dataset stay importable from here for `arq.cli.eval`
+__all__ = ["STRATEGIES", "Scorer", "aevaluate", "evaluate", "load_dataset"]
 
-STRATEGIES = ("arq", "arq-unchecked", "cot", "direct")
 Scorer = Callable[[Any, Mapping[str, Any]], bool]
 """`(output, item) -> bool`: the output (the answer steps, for `cot` and `direct`) and the
 dataset item (with its `context` and `expect`)."""
 Schemas = type[Reasoning] | Mapping[str, type[Reasoning]]
 
 
-# --- strategies ----------------------------------------------------------------------------------
+# --- evaluating ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """How one strategy runs one schema: what is sent, what its output is checked against."""
+class _Job:
+    """An evaluation, its arguments checked: what runs, how often, how it calls the model."""
 
-    schema: type[Reasoning]
-    run: type[Reasoning]
-    reference: type[Reasoning]
-    checked: bool
+    schemas: dict[str, type[Reasoning]]
+    items: list[dict[str, Any]]
+    scorers: dict[str, Scorer]
+    strategies: tuple[Strategy, ...]
+    repeats: int
+    concurrency: int
+    temperature: float | None
+    repair_temperature: float | None
+    seed: int | None
+    max_repairs: int
+    max_tokens: int | None
 
+    def seed_of(self, repeat: int) -> int | None:
+        """The sampling seed of a repeat: the base seed + `repeat`, or None."""
+        return None if self.seed is None else self.seed + repeat
 
-def _plan(strategy: str, schema: type[Reasoning]) -> _Plan:
-    if strategy == "arq":
-        return _Plan(schema, schema, schema, True)
-    reference = {"arq-unchecked": schema, "cot": cot(schema), "direct": direct(schema)}[strategy]
-    return _Plan(schema, unchecked(reference), reference, False)
+    def settings(self, model: str) -> dict[str, Any]:
+        """How the evaluation runs, as its report states it."""
+        temperature, repair = self.temperature, self.repair_temperature
+        return {
+            "model": model,
+            "schemas": [s.__name__ for s in self.schemas.values()],
+            "strategies": [s.name for s in self.strategies],
+            "repeats": self.repeats,
+            "temperature": temperature,
+            "repair_temperature": temperature if repair is None else repair,
+            "seed": self.seed,
+            "seeds": [self.seed_of(r) for r in range(self.repeats)],
+            "max_repairs": self.max_repairs,
+            "max_tokens": self.max_tokens,
+            "concurrency": self.concurrency,
+            "items": len(self.items),
+            "scorers": list(self.scorers),
+        }
 
-
-# --- measuring -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Tally:
-    started: float
-    calls: int = 0
-    chunks: int = 0
-    reported: int = 0
-
-
-class _Metered:
-    """The backend, measuring each run: when its first call started, and the output chunks
-    of runs that end without a trace. Runs are told apart by their asyncio task."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.inner = backend
-        self.tallies: dict[asyncio.Task[Any] | None, _Tally] = {}
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
-    def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
-        task = asyncio.current_task()
-        tally = self.tallies.setdefault(task, _Tally(asyncio.get_running_loop().time()))
-        tally.calls += 1
-        return self._stream(self.inner.stream(request, settings), tally)
-
-    async def _stream(
-        self, inner: AsyncGenerator[Chunk, None], tally: _Tally
-    ) -> AsyncGenerator[Chunk, None]:
-        try:
-            async for chunk in inner:
-                tally.chunks += bool(chunk.text)
-                if chunk.usage is not None:
-                    tally.reported += chunk.usage.completion_tokens
-                yield chunk
-        finally:
-            await inner.aclose()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def take(self) -> _Tally | None:
-        """The tally of the run in the current task, forgotten."""
-        return self.tallies.pop(asyncio.current_task(), None)
-
-
-class _Progress:
-    """A text progress bar on a stream: redrawn in place on a terminal, else a line per 10%."""
-
-    def __init__(self, total: int, stream: TextIO | None) -> None:
-        self.total, self.stream = total, stream
-        self.done = self.ok = 0
-        self.start = time.monotonic()
-        self.tty = bool(stream is not None and stream.isatty())
-        self.shown = -1
-
-    def tick(self, success: bool, label: str) -> None:
-        self.done += 1
-        self.ok += success
-        if self.stream is None:
-            return
-        decile = self.done * 10 // max(self.total, 1)
-        if not self.tty and decile == self.shown and self.done < self.total:
-            return
-        self.shown = decile
-        elapsed = time.monotonic() - self.start
-        left = elapsed / self.done * (self.total - self.done)
-        bar = "#" * (self.done * 24 // max(self.total, 1))
-        line = (
-            f"[{bar:<24}] {self.done}/{self.total} {label}  ok {self.ok}  "
-            f"{_clock(elapsed)} elapsed, ~{_clock(left)} left"
-        )
-        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
-        if self.tty and self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
-
-
-# --- evaluating ----------------------------------------------------------------------------------
+    async def run(self, metered: MeteredBackend, bar: ProgressBar) -> list[RunOutcome]:
+        """Every strategy's repeats over the dataset; each repeat's outcomes in item order."""
+        outcomes: list[RunOutcome] = []
+        groups = _groups(self.items, self.schemas)
+        order = {item["id"]: i for i, item in enumerate(self.items)}
+        for strategy in self.strategies:
+            plans = {name: strategy.plan(s) for name, s in self.schemas.items()}
+            for repeat in range(self.repeats):
+                executor = Executor(
+                    metered,
+                    max_repairs=self.max_repairs if strategy.checked else 0,
+                    temperature=self.temperature,
+                    repair_temperature=self.repair_temperature,
+                    max_tokens=self.max_tokens,
+                    seed=self.seed_of(repeat),
+                )
+                label = f"{strategy.name} r{repeat + 1}/{self.repeats}"
+                run = _Run(strategy, repeat, self.seed_of(repeat), plans, self.scorers, metered)
+                for name, group in groups.items():
+                    contexts = [item["context"] for item in group]
+                    await executor.amap(
+                        plans[name].run,
+                        contexts,
+                        concurrency=self.concurrency,
+                        on_result=run.on_result(group, bar, label),
+                    )
+                outcomes += sorted(run.outcomes, key=lambda o: order[o.item])
+        return outcomes
 
 
 @dataclass
 class _Run:
     """One strategy's repeat over the dataset: its settings and the outcomes so far."""
 
-    strategy: str
+    strategy: Strategy
     repeat: int
     seed: int | None
-    plans: dict[str, _Plan]
+    plans: dict[str, Plan]
     scorers: dict[str, Scorer]
-    metered: _Metered
-    bar: _Progress
-    label: str
+    metered: MeteredBackend
     outcomes: list[RunOutcome] = field(default_factory=list)
 
+    def plan(self, item: Mapping[str, Any]) -> Plan:
+        """The plan of the item's schema."""
+        return self.plans[item.get("schema", "") if "" not in self.plans else ""]
+
     def on_result(
-        self, group: Sequence[dict[str, Any]]
+        self, group: Sequence[dict[str, Any]], bar: ProgressBar, label: str
     ) -> Callable[[int, Result[Any] | ArqError], None]:
         """The `amap` callback for one group of items: score the run, tick the bar."""
 
         def done(index: int, outcome: Result[Any] | ArqError) -> None:
             result = _outcome(self, group[index], outcome, self.metered.take())
             self.outcomes.append(result)
-            self.bar.tick(result.success, self.label)
+            bar.tick(result.success, label)
 
         return done
 
@@ -209,7 +161,7 @@ def evaluate(
     dataset: Iterable[Mapping[str, Any]],
     *,
     backend: Backend,
-    strategies: Sequence[str] = ("arq", "cot", "direct"),
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
     repeats: int = 1,
     scorers: Mapping[str, Scorer] | Sequence[Scorer] = (),
     concurrency: int = 8,
@@ -268,7 +220,7 @@ async def aevaluate(
     dataset: Iterable[Mapping[str, Any]],
     *,
     backend: Backend,
-    strategies: Sequence[str] = ("arq", "cot", "direct"),
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
     repeats: int = 1,
     scorers: Mapping[str, Scorer] | Sequence[Scorer] = (),
     concurrency: int = 8,
@@ -283,59 +235,38 @@ async def aevaluate(
     schemas = _schemas(schema)
     items = _items(dataset, schemas)
     named = _scorers(scorers)
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies or len(set(strategies)) != len(strategies):
-        raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {strategies}")
+    chosen = _strategies(strategies)
     if repeats < 1 or concurrency < 1 or max_repairs < 0:
         raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
-    metered = _Metered(backend)
+    job = _Job(
+        schemas=schemas,
+        items=items,
+        scorers=named,
+        strategies=chosen,
+        repeats=repeats,
+        concurrency=concurrency,
+        temperature=temperature,
+        repair_temperature=repair_temperature,
+        seed=seed,
+        max_repairs=max_repairs,
+        max_tokens=max_tokens,
+    )
     stream = sys.stderr if progress is True else (progress or None)
-    bar = _Progress(len(strategies) * repeats * len(items), stream)
+    bar = ProgressBar(len(chosen) * repeats * len(items), stream)
     started, clock = datetime.now(timezone.utc), time.monotonic()
-    outcomes: list[RunOutcome] = []
-    groups = _groups(items, schemas)
-    order = {item["id"]: i for i, item in enumerate(items)}
-    for strategy in strategies:
-        plans = {name: _plan(strategy, s) for name, s in schemas.items()}
-        for repeat in range(repeats):
-            run_seed = None if seed is None else seed + repeat
-            executor = Executor(
-                metered,
-                max_repairs=max_repairs if strategy == "arq" else 0,
-                temperature=temperature,
-                repair_temperature=repair_temperature,
-                max_tokens=max_tokens,
-                seed=run_seed,
-            )
-            label = f"{strategy} r{repeat + 1}/{repeats}"
-            run = _Run(strategy, repeat, run_seed, plans, named, metered, bar, label)
-            for name, group in groups.items():
-                contexts = [item["context"] for item in group]
-                await executor.amap(
-                    plans[name].run,
-                    contexts,
-                    concurrency=concurrency,
-                    on_result=run.on_result(group),
-                )
-            outcomes += sorted(run.outcomes, key=lambda o: order[o.item])
-    settings = {
-        "model": backend.name,
-        "schemas": [s.__name__ for s in schemas.values()],
-        "strategies": list(strategies),
-        "repeats": repeats,
-        "temperature": temperature,
-        "repair_temperature": temperature if repair_temperature is None else repair_temperature,
-        "seed": seed,
-        "seeds": [None if seed is None else seed + r for r in range(repeats)],
-        "max_repairs": max_repairs,
-        "max_tokens": max_tokens,
-        "concurrency": concurrency,
-        "items": len(items),
-        "scorers": list(named),
+    outcomes = await job.run(MeteredBackend(backend), bar)
+    settings = job.settings(backend.name) | {
         "started": started.isoformat(timespec="seconds"),
         "elapsed": round(time.monotonic() - clock, 3),
     }
     return EvalReport(settings, outcomes)
+
+
+def _strategies(names: Sequence[str]) -> tuple[Strategy, ...]:
+    unknown = [s for s in names if s not in STRATEGIES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {names}")
+    return tuple(strategy_named(name) for name in names)
 
 
 def _schemas(schema: Schemas) -> dict[str, type[Reasoning]]:
@@ -395,14 +326,49 @@ def _scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str, Scor
 
 
 def _outcome(
-    run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: _Tally | None
+    run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: Tally | None
 ) -> RunOutcome:
-    plan = run.plans[item.get("schema", "") if "" not in run.plans else ""]
+    plan = run.plan(item)
+    common = _measures(run, plan, item, outcome, tally)
+    if isinstance(outcome, ArqError):
+        failure = outcome.last_error if isinstance(outcome, ConvergenceError) else outcome
+        step = failure.step if isinstance(failure, StepError | OutputParseError) else None
+        return RunOutcome(
+            **common,
+            success=False,
+            error_type=type(outcome).__name__,
+            error=str(outcome),
+            failed_step=step,
+        )
+    output = outcome.output.model_dump(mode="json")
+    failed_step, passed = None, True
+    if not run.strategy.checked:
+        failed_step, passed = _checks_after(plan.reference, output, item["context"])
+    scores, errors = _scores(run.scorers, outcome.output, item)
+    return RunOutcome(
+        **common,
+        success=all(scores.values()),
+        output=output,
+        failed_step=failed_step,
+        checks_passed=passed,
+        scores=scores,
+        scorer_errors=errors,
+    )
+
+
+def _measures(
+    run: _Run,
+    plan: Plan,
+    item: dict[str, Any],
+    outcome: Result[Any] | ArqError,
+    tally: Tally | None,
+) -> dict[str, Any]:
+    """What every outcome records: the run, and its cost from the trace or else the tally."""
     latency = None if tally is None else asyncio.get_running_loop().time() - tally.started
     common: dict[str, Any] = {
         "item": item["id"],
         "schema": plan.schema.__name__,
-        "strategy": run.strategy,
+        "strategy": run.strategy.name,
         "repeat": run.repeat,
         "seed": run.seed,
         "latency": latency,
@@ -422,37 +388,30 @@ def _outcome(
             "output_tokens": usage.completion_tokens,
             "tokens_estimated": usage.estimated,
         }
-    if isinstance(outcome, ArqError):
-        failure = outcome.last_error if isinstance(outcome, ConvergenceError) else outcome
-        step = failure.step if isinstance(failure, StepError | OutputParseError) else None
-        return RunOutcome(
-            **common,
-            success=False,
-            error_type=type(outcome).__name__,
-            error=str(outcome),
-            failed_step=step,
-        )
-    output = outcome.output.model_dump(mode="json")
-    failed_step, passed = None, True
-    if not plan.checked:
-        try:
-            validate_output(plan.reference, output, context=item["context"])
-        except StepError as error:
-            failed_step, passed = error.step, False
-        except ArqError:
-            passed = False
+    return common
+
+
+def _checks_after(
+    reference: type[Reasoning], output: dict[str, Any], context: Mapping[str, Any]
+) -> tuple[str | None, bool]:
+    """Whether an unchecked run's output passes the checks, and the first step that fails."""
+    try:
+        validate_output(reference, output, context=context)
+    except StepError as error:
+        return error.step, False
+    except ArqError:
+        return None, False
+    return None, True
+
+
+def _scores(
+    scorers: Mapping[str, Scorer], output: Any, item: Mapping[str, Any]
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """Each scorer's verdict, and the errors of those that raised (a raise fails the score)."""
     scores, errors = {}, {}
-    for name, scorer in run.scorers.items():
+    for name, scorer in scorers.items():
         try:
-            scores[name] = bool(scorer(outcome.output, item))
+            scores[name] = bool(scorer(output, item))
         except Exception as exc:
             scores[name], errors[name] = False, f"{type(exc).__name__}: {exc}"
-    return RunOutcome(
-        **common,
-        success=all(scores.values()),
-        output=output,
-        failed_step=failed_step,
-        checks_passed=passed,
-        scores=scores,
-        scorer_errors=errors,
-    )
+    return scores, errors

@@ -38,7 +38,7 @@ class RunOutcome:
     Attributes:
         item: The item's id.
         schema: The name of the schema the item was run with.
-        strategy: `arq`, `arq-unchecked`, `cot` or `direct`.
+        strategy: The strategy's name, one of `arq.eval.STRATEGIES`.
         repeat: 0 to k-1.
         seed: The sampling seed of the run (the base seed + `repeat`), or None.
         success: The run produced an output and every scorer passed on it.

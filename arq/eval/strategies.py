@@ -1,8 +1,15 @@
-"""`unchecked(schema)`: the same steps and prompt with every check removed (a baseline).
+"""The strategies an evaluation runs, each derived from the one schema.
 
-Naive ARQ use: the schema's steps, types, constraints, questions and instructions, so the
-same prompt and JSON Schema, but no field or model validators (in nested models too) and no
-cross-step checks. Evaluations compare it with the checked schema to show what checks buy.
+- `arq`: the schema with its checks, repaired from the failing step (`max_repairs`);
+- `arq-unchecked`: the same steps and prompt, with every check removed and no repair;
+- `cot`: one free-text reasoning step, then the answer steps (`arq.cot`), unchecked;
+- `direct`: the answer steps alone (`arq.direct`), unchecked.
+
+`strategy_named(name)` tells how a strategy runs a schema: what it sends, whether checks
+and repairs apply, and which schema's checks its output is held to. `unchecked(schema)` is
+naive ARQ use: the schema's steps, types, constraints, questions and instructions, so the
+same prompt and JSON Schema, but no field or model validators (in nested models too) and
+no cross-step checks.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import copy
 import types
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, create_model
@@ -20,12 +29,85 @@ from pydantic.functional_validators import (
     WrapValidator,
 )
 
-from arq.schema import Reasoning
+from arq.schema import Reasoning, cot, direct
 
-__all__ = ["unchecked"]
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "STRATEGIES",
+    "Plan",
+    "Strategy",
+    "strategy_named",
+    "unchecked",
+]
 
 _VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
 _STRIPPED: weakref.WeakKeyDictionary[type[BaseModel], type[BaseModel]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one strategy runs one schema.
+
+    Attributes:
+        schema: The schema evaluated.
+        run: The schema sent to the model.
+        reference: The schema whose checks the output is held to.
+    """
+
+    schema: type[Reasoning]
+    run: type[Reasoning]
+    reference: type[Reasoning]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to run a schema.
+
+    Attributes:
+        name: The strategy's name, as `evaluate` takes it.
+        derive: The schema the strategy asks for, with its checks, from the one evaluated.
+        checked: Whether the run applies the checks and repairs. Otherwise it is a single
+            pass without checks, and whether its output passes them is measured afterwards.
+    """
+
+    name: str
+    derive: Callable[[type[Reasoning]], type[Reasoning]]
+    checked: bool
+
+    def plan(self, schema: type[Reasoning]) -> Plan:
+        """What this strategy sends for `schema` and what its output is checked against."""
+        reference = self.derive(schema)
+        return Plan(schema, reference if self.checked else unchecked(reference), reference)
+
+
+def _itself(schema: type[Reasoning]) -> type[Reasoning]:
+    return schema
+
+
+_TABLE = {
+    s.name: s
+    for s in (
+        Strategy("arq", _itself, checked=True),
+        Strategy("arq-unchecked", _itself, checked=False),
+        Strategy("cot", cot, checked=False),
+        Strategy("direct", direct, checked=False),
+    )
+}
+STRATEGIES = tuple(_TABLE)
+"""The names of the strategies `evaluate` knows."""
+DEFAULT_STRATEGIES = ("arq", "cot", "direct")
+"""The strategies `evaluate` runs unless told otherwise."""
+
+
+def strategy_named(name: str) -> Strategy:
+    """The strategy called `name`.
+
+    Raises:
+        ValueError: `name` is not one of `STRATEGIES`.
+    """
+    if name not in _TABLE:
+        raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+    return _TABLE[name]
 
 
 def unchecked(schema: type[Reasoning]) -> type[Reasoning]:

@@ -17,7 +17,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict, cast
 
 import jinja2
@@ -394,6 +394,22 @@ class PromptBuilder:
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_error(label, exc) from exc
         return env.template_class.from_code(env, code, env.make_globals(None)), label
+
+    def reask(self, request: Request, answer: str, feedback: Sequence[str]) -> Request:
+        """`request` again, after the rejected `answer` and its `feedback` (each text once).
+
+        The whole-object re-ask of other structured-output libraries, a baseline to
+        compare repairs with: the whole object is asked for again. Built from `request`
+        alone, so the prompt does not grow with the re-asks.
+        """
+        variables = {"feedback": list(dict.fromkeys(feedback)), "keys": list(request.steps)}
+        note = self._render(Section("reask", "reask.jinja", "user"), variables).strip()
+        messages: list[Message] = [
+            *request.messages,
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": note},
+        ]
+        return replace(request, messages=messages, metadata={**request.metadata, "reask": True})
 
 
 def _dump(value: Any) -> str:
