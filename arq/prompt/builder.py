@@ -25,10 +25,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from arq.checks import AllowedValues, allowed_values
+from arq.context import context_text
 from arq.errors import NO_VALUE, OutputError, StepError, TemplateError
 from arq.jsonschema import json_schema
 from arq.prompt.evidence import evidence
-from arq.prompt.skeleton import context_text, example_json, render_skeleton
+from arq.prompt.skeleton import example_json, render_skeleton
 from arq.schema import Reasoning, steps
 
 __all__ = ["DEFAULT_SECTIONS", "Message", "PromptBuilder", "Request", "Section"]

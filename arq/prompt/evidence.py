@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from arq.prompt.skeleton import context_text
+from arq.context import context_text
 
 __all__ = ["evidence"]
 
