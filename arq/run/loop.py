@@ -19,7 +19,6 @@ from pydantic import BaseModel
 
 from arq.backends.base import Chunk, Settings
 from arq.errors import (
-    NO_VALUE,
     BackendError,
     ConvergenceError,
     DeadlineExceededError,
@@ -28,7 +27,6 @@ from arq.errors import (
     RefusalError,
     StepError,
     TruncatedOutputError,
-    value_key,
 )
 from arq.events import (
     Event,
@@ -40,7 +38,8 @@ from arq.events import (
 )
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser
 from arq.prompt import PromptBuilder, Request
-from arq.schema import Reasoning, cross_checks, steps
+from arq.repair import Repairs
+from arq.schema import Reasoning, steps
 from arq.trace import Attempt, AttemptKind, Result, StepRecord, Trace, Usage
 from arq.validation import StepChecker, budget_error
 
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["RunLoop"]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
-Signature = tuple[Any, ...]
 
 
 class RunLoop(Generic[SchemaT]):
@@ -69,13 +67,11 @@ class RunLoop(Generic[SchemaT]):
         self.examples = examples
         self.checker = StepChecker(schema, context=context)
         self.trace = Trace(schema=schema.__name__, model=executor.backend.name)
+        self.repairs = Repairs(schema, context, max_repairs=executor.max_repairs)
         self.budgets = {s.name: s.max_chunks for s in steps(schema) if s.max_chunks}
         self.order = [s.name for s in steps(schema)]
         self.deadline: float | None = None
         self.pending: list[Event] = []
-        self.rejected: dict[str, list[str]] = {}  # JSON of values each step had rejected
-        self.failed_text: tuple[str, str] | None = None  # the failing step's text, as written
-        self.seen: set[Signature] = set()  # failures so far: one coming back stops the run
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Run to a valid output, yielding events as they happen."""
@@ -86,72 +82,36 @@ class RunLoop(Generic[SchemaT]):
         base = ex.builder.build(self.schema, self.context, examples=self.examples)
         request: Request = base
         kind: AttemptKind = "first"
-        repairs = 0
         while True:
             try:
                 async for event in self._call_with_retries(base, request, kind):
                     yield event
                 output = self.checker.finish()  # model validators need the whole object
             except (StepError, OutputParseError) as error:
-                step = self._failing_step(error)
+                step = self.repairs.step_to_redo(error, self.checker.accepted)
                 yield StepFailed(step, error, len(self.trace.attempts))
-                signature = _signature(error, step)
-                if signature in self.seen:  # the model came back to a failure: it is stuck
-                    raise self._not_converging(
-                        error, f"step {step!r} failed twice the same way: {error}"
-                    ) from error
-                self._remember_rejected(error)
-                if repairs >= ex.max_repairs:
-                    raise self._not_converging(
-                        error, f"{repairs} repairs did not lead to a valid output; last: {error}"
-                    ) from error
-                self.seen.add(signature)
-                repairs += 1
-                self._forget_after(step)
+                stop = self.repairs.record(error, step)
+                if stop is not None:
+                    raise self._not_converging(error, stop) from error
                 self.checker.rollback(step)
-                request = self._next_request(base, error)
-                kind = "repair"
+                request, kind = self._next_request(base, error), "repair"
                 yield RepairStarted(step, len(self.trace.attempts) + 1, str(error))
                 continue
             yield OutputAccepted(Result(output, self.trace))
             return
 
-    def _remember_rejected(self, error: StepError | OutputParseError) -> None:
-        """Keep a value refused on its own account: by its step's checks, or by a cross-step
-        check whose other steps come before it (they are kept, so it would fail again)."""
-        text, self.failed_text = self.failed_text, None
-        if not isinstance(error, StepError) or error.value is NO_VALUE:
-            return
-        if error.check is not None:
-            check = next((c for c in cross_checks(self.schema) if c.name == error.check), None)
-            if check is None or max(check.steps, key=self.order.index) != error.step:
-                return  # later steps it reads are redone too: the value may pass then
-        if text is None or text[0] != error.step:
-            text = (error.step, value_key(error.value) or "")
-        rejected = self.rejected.setdefault(error.step, [])
-        if text[1] not in rejected:
-            rejected.append(text[1])
-
-    def _forget_after(self, step: str) -> None:
-        """Steps after `step` are redone: their earlier failures may not recur, and what
-        they had rejected may pass now (a check can read earlier steps)."""
-        later = set(self.order[self.order.index(step) + 1 :])
-        for name in later:
-            self.rejected.pop(name, None)
-        self.seen = {signature for signature in self.seen if signature[0] not in later}
-
     def _next_request(self, base: Request, failure: OutputError | None) -> Request:
-        prefill = self.executor.backend.capabilities.prefill
-        builder: PromptBuilder = self.executor.builder
-        first = next((n for n in base.steps if n not in self.checker.raw), "")
-        return builder.repair(
-            base,
+        """The request that goes on from the accepted steps, after `failure` (None: after
+        a stream that broke off)."""
+        plan = self.repairs.plan(
+            base.steps,
+            base.allowed,
             accepted=self.checker.raw,
             failure=failure,
-            prefill=prefill,
-            rejected=self.rejected.get(first, ()),
-            context=self.context,
+            prefill=self.executor.backend.capabilities.prefill,
         )
+        builder: PromptBuilder = self.executor.builder
+        return builder.render_repair(base, plan)
 
     async def _call_with_retries(
         self, base: Request, request: Request, kind: AttemptKind
@@ -226,11 +186,6 @@ class RunLoop(Generic[SchemaT]):
             return settings
         seed = None if settings.seed is None else settings.seed + number - 1
         return replace(settings, first_step_temperature=ex.repair_temperature, seed=seed)
-
-    def _failing_step(self, error: StepError | OutputParseError) -> str:
-        if isinstance(error, StepError):
-            return error.step
-        return next(n for n in self.order if n not in self.checker.accepted)
 
     def _not_converging(self, error: OutputError, message: str) -> ConvergenceError:
         return ConvergenceError(
@@ -307,10 +262,8 @@ class _Reader:
     def _check(self, item: StepCompleted, elapsed: float) -> Event:
         name, value = item.step, item.value
         try:
-            accepted = self.run.checker.accept(name, value)
+            accepted = self.run.checker.accept(name, value, written=item.raw.strip() or None)
         except StepError as error:
-            written = item.raw.strip()
-            self.run.failed_text = (name, written) if written else None
             self.attempt.steps.append(StepRecord(name, value, elapsed, str(error)))
             self.attempt.stopped_early = not self.done
             raise
@@ -426,11 +379,3 @@ class _Watchdog:
     def cancel(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
-
-
-def _signature(error: StepError | OutputParseError, step: str) -> Signature:
-    """Identity of a failure whatever its wording: step, error types and locations, and
-    the rejected value (a new value failing the same check is progress, not a repeat)."""
-    if isinstance(error, StepError):
-        return error.signature()
-    return (step, error.problem)
