@@ -104,7 +104,7 @@ class StreamReader:
         self.attempt = attempt
         self.checker = checker
         schema_steps = steps(request.schema)
-        self.budgets = {s.name: s for s in schema_steps if s.max_chunks}
+        self.budgets = {s.name: (s, s.max_chunks) for s in schema_steps if s.max_chunks}
         kept = [s.name for s in schema_steps if s.name in checker.raw] if request.prefill else []
         self.parser = StepParser([*kept, *request.steps])
         if request.prefill:
@@ -185,10 +185,10 @@ class StreamReader:
         if current is None:
             return
         self.step_chunks += 1
-        info = self.budgets.get(current)
-        if info is not None and info.max_chunks is not None and self.step_chunks > info.max_chunks:
+        budget = self.budgets.get(current)
+        if budget is not None and self.step_chunks > budget[1]:
             self.attempt.stopped_early = True
-            raise budget_error(info, info.max_chunks)
+            raise budget_error(*budget)
 
     def finish(self) -> None:
         """The stream ended: was the object complete, and if not, why not?"""
