@@ -169,7 +169,9 @@ class StepError(OutputError):
     and instruction, and `check` names the cross-step check that failed, if one did.
     `value` is the rejected value of `step` as the model wrote it (`NO_VALUE` when there
     is none: the step is missing or was cut at its token budget, or a model-level
-    validator, which reads the whole object, failed).
+    validator, which reads the whole object, failed). `written` is that value's JSON text
+    exactly as the model wrote it ("9.0e0" for 9.0), when `step` was refused as it
+    completed in a stream; None otherwise.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class StepError(OutputError):
         feedback: str,
         check: str | None = None,
         value: Any = NO_VALUE,
+        written: str | None = None,
     ):
         super().__init__(message)
         self.step = step
@@ -188,6 +191,7 @@ class StepError(OutputError):
         self.feedback = feedback
         self.check = check
         self.value = value
+        self.written = written
 
     def signature(self) -> tuple[Any, ...]:
         """Identity of the failure, whatever the wording: step, error types and locations,

@@ -3,7 +3,8 @@
 The executor is the only place that does I/O with a model. `arun` and `stream` run on the
 caller's event loop; `run` and `map` run on a private event-loop thread the executor
 keeps, so they also work where a loop is already running (a notebook) and keep their
-connections open from one call to the next. The loop itself lives in `arq.run.loop`.
+connections open from one call to the next. Each run is an `arq.run.loop.RunLoop` built
+from the executor's frozen `RunConfig`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from arq.errors import ArqError
 from arq.events import Event, OutputAccepted
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
+from arq.run.config import RunConfig
 from arq.run.loop import RunLoop
 from arq.schema import Reasoning
 from arq.trace import Result
@@ -36,6 +38,10 @@ Examples = Sequence[BaseModel | Mapping[str, Any]]
 
 class Executor:
     """Runs reasoning schemas on a backend until each output is valid.
+
+    The arguments are checked once and kept in `config`, a frozen
+    `arq.run.config.RunConfig` that every run reads (and that the attributes of the same
+    names read); `concurrency` is the executor's own.
 
     Args:
         backend: The model service (`arq.backends.OpenAIBackend`, `LlamaCppBackend`, ...).
@@ -56,6 +62,10 @@ class Executor:
         idle_timeout: Seconds of silence allowed between two chunks of a stream; a silent
             stream is closed and the call retried.
         concurrency: Runs at once in `map` / `amap` unless given there.
+
+    Raises:
+        TypeError: `backend` does not implement `arq.backends.Backend`.
+        ValueError: a count or a time is out of range.
     """
 
     def __init__(
@@ -73,27 +83,60 @@ class Executor:
         idle_timeout: float | None = 60.0,
         concurrency: int = 8,
     ) -> None:
-        if not isinstance(backend, Backend):
-            raise TypeError(f"backend must implement arq.backends.Backend, not {backend!r}")
-        if max_repairs < 0:
-            raise ValueError(f"max_repairs must not be negative, not {max_repairs}")
-        for name, value in (("deadline", deadline), ("idle_timeout", idle_timeout)):
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive seconds or None, not {value}")
-        if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+        self.config = RunConfig(
+            backend,
+            builder=builder or PromptBuilder(),
+            max_repairs=max_repairs,
+            retry=retry or RetryPolicy(),
+            settings=Settings(max_tokens=max_tokens, temperature=temperature, seed=seed),
+            repair_temperature=temperature if repair_temperature is None else repair_temperature,
+            deadline=deadline,
+            idle_timeout=idle_timeout,
+        )
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        self.backend = backend
-        self.builder = builder or PromptBuilder()
-        self.max_repairs = max_repairs
-        self.retry = retry or RetryPolicy()
-        self.settings = Settings(max_tokens=max_tokens, temperature=temperature, seed=seed)
-        self.repair_temperature = temperature if repair_temperature is None else repair_temperature
-        self.deadline = deadline
-        self.idle_timeout = idle_timeout
         self.concurrency = concurrency
         self._thread = _LoopThread()
+
+    @property
+    def backend(self) -> Backend:
+        """The model service."""
+        return self.config.backend
+
+    @property
+    def builder(self) -> PromptBuilder:
+        """The prompt builder."""
+        return self.config.builder
+
+    @property
+    def max_repairs(self) -> int:
+        """Repair calls allowed per run."""
+        return self.config.max_repairs
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The transport retry policy."""
+        return self.config.retry
+
+    @property
+    def settings(self) -> Settings:
+        """The sampling settings of each run's first call."""
+        return self.config.settings
+
+    @property
+    def repair_temperature(self) -> float | None:
+        """The temperature of the step a repair redoes."""
+        return self.config.repair_temperature
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds a whole run may take."""
+        return self.config.deadline
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds of silence allowed between two chunks of a stream."""
+        return self.config.idle_timeout
 
     def stream(
         self,
@@ -107,7 +150,7 @@ class Executor:
         Raises (while iterating): `ConvergenceError`, `TruncatedOutputError`,
         `RefusalError`, `BackendError` (retries spent), `DeadlineExceededError`.
         """
-        return RunLoop(self, schema, context, examples).events()
+        return RunLoop(self.config, schema, context, examples).events()
 
     async def arun(
         self,
@@ -117,7 +160,7 @@ class Executor:
         examples: Examples = (),
     ) -> Result[SchemaT]:
         """Run `schema` on `context` to a valid output. Cancelling it closes the stream."""
-        events = RunLoop(self, schema, context, examples).events()
+        events = RunLoop(self.config, schema, context, examples).events()
         try:
             async for event in events:
                 if isinstance(event, OutputAccepted):

@@ -148,7 +148,11 @@ def feedback(step: Step, errors: list[dict[str, Any]]) -> str:
 
 
 def _step_error(
-    step: Step, errors: list[dict[str, Any]], check: str | None = None, value: Any = NO_VALUE
+    step: Step,
+    errors: list[dict[str, Any]],
+    check: str | None = None,
+    value: Any = NO_VALUE,
+    written: str | None = None,
 ) -> StepError:
     summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors)
     origin = f"check {check!r} on " if check else ""
@@ -159,6 +163,7 @@ def _step_error(
         feedback=feedback(step, errors),
         check=check,
         value=value,
+        written=written,
     )
 
 
@@ -188,8 +193,12 @@ class StepChecker(Generic[SchemaT]):
         for name, value in (accepted or {}).items():
             self.accept(name, value)
 
-    def accept(self, name: str, value: Any) -> Any:
-        """Validate one completed step and run the cross-step checks it makes ready."""
+    def accept(self, name: str, value: Any, *, written: str | None = None) -> Any:
+        """Validate one completed step and run the cross-step checks it makes ready.
+
+        `written` is the value's JSON text as the model wrote it, if known; a `StepError`
+        that refuses this value carries it.
+        """
         step = self._steps.get(name)
         if step is None:
             raise SchemaError(f"{self.schema.__name__} has no step {name!r}")
@@ -198,20 +207,21 @@ class StepChecker(Generic[SchemaT]):
             validator = self._validators.get(name, self.accepted)
             fields = validator.validate_python(data, context=self.context)[0]
         except ValidationError as exc:
-            raise _step_error(step, _error_dicts(exc), value=value) from None
+            raise _step_error(step, _error_dicts(exc), value=value, written=written) from None
         self.accepted[name] = fields[name]
         self.raw[name] = value
         try:
             for check in self._checks:
                 if name in check.steps and all(s in self.accepted for s in check.steps):
-                    self._run_check(check)
+                    self._run_check(check, name, written)
         except StepError:
             # a step that failed a check is not accepted, so a repair can redo it
             del self.accepted[name], self.raw[name]
             raise
         return fields[name]
 
-    def _run_check(self, check: CrossCheck) -> None:
+    def _run_check(self, check: CrossCheck, name: str, written: str | None) -> None:
+        """Run `check`, which step `name` (written as `written`) made ready."""
         try:
             check.run(self.accepted, self.context)
         except (ValueError, AssertionError) as exc:
@@ -219,7 +229,8 @@ class StepChecker(Generic[SchemaT]):
             message = str(exc) or f"check {check.name} failed"
             error = {"type": "check_failed", "loc": (target,), "msg": message, "input": None}
             value = self.raw.get(target, NO_VALUE)
-            raise _step_error(self._steps[target], [error], check.name, value) from None
+            text = written if target == name else None  # the text known is `name`'s alone
+            raise _step_error(self._steps[target], [error], check.name, value, text) from None
 
     def rollback(self, name: str) -> None:
         """Forget step `name` and every later step (a repair redoes them)."""

@@ -87,7 +87,7 @@ def _trace_record(trace: Trace) -> list[Record]:
 
 async def run_arq(executor: arq.Executor, task: Task) -> Record:
     """One arq run; the trace is kept whatever the outcome (hence the loop, not `arun`)."""
-    run = RunLoop(executor, task.schema, task.context, ())
+    run = RunLoop(executor.config, task.schema, task.context, ())
     events = run.events()
     error: str | None = None
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 import arq
-from arq.prompt.evidence import MAX_LINE, evidence
+from arq.repair import MAX_LINE, evidence
 from arq.validation import StepChecker
 
 RECORD = "\n".join(

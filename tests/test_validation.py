@@ -182,6 +182,22 @@ def test_cross_step_check_can_name_the_step_to_repair_and_read_context() -> None
     assert "What is the plan?" in caught.value.feedback
 
 
+def test_an_error_keeps_the_text_the_model_wrote_for_the_step_it_refuses() -> None:
+    with pytest.raises(StepError) as caught:
+        StepChecker(SupportReply, context=CONTEXT).accept("order_id", "A-9", written='"A-9"')
+    assert (caught.value.value, caught.value.written) == ("A-9", '"A-9"')
+    checker = StepChecker(SupportReply, context=CONTEXT)
+    checker.accept("applicable", ["g1", "g2"])
+    with pytest.raises(StepError) as caught:
+        checker.accept("checks", [], written="[ ]")  # the check refuses the step just written
+    assert caught.value.written == "[ ]"
+    planned = StepChecker(RepairTarget, context={"limit": 3})
+    planned.accept("plan", "call", written='"call"')
+    with pytest.raises(StepError) as caught:
+        planned.accept("action", "write", written='"write"')
+    assert (caught.value.step, caught.value.written) == ("plan", None)  # not plan's text
+
+
 def test_signature_is_the_step_error_kinds_and_value_not_the_wording() -> None:
     def failure(value: str) -> StepError:
         with pytest.raises(StepError) as caught:

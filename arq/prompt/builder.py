@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -25,10 +24,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from arq.checks import AllowedValues, allowed_values
-from arq.errors import NO_VALUE, OutputError, StepError, TemplateError
+from arq.context import context_text
+from arq.errors import OutputError, TemplateError
 from arq.jsonschema import json_schema
-from arq.prompt.evidence import evidence
-from arq.prompt.skeleton import context_text, example_json, render_skeleton
+from arq.prompt.skeleton import example_json, render_skeleton
+from arq.repair import RepairPlan, plan_repair
 from arq.schema import Reasoning, steps
 
 __all__ = ["DEFAULT_SECTIONS", "Message", "PromptBuilder", "Request", "Section"]
@@ -57,8 +57,8 @@ class Request:
             assistant prefix): the steps kept so far, ready for the next key. Empty when
             the answer starts a new object.
         rejected: JSON texts of values the first step asked for already had rejected in
-            this run. A backend that steers decoding (`LlamaCppBackend`) keeps the new
-            value off them; others rely on the repair turn.
+            this run (`arq.repair` decides which). A backend that steers decoding
+            (`LlamaCppBackend`) keeps the new value off them; others rely on the repair turn.
         allowed: What the context checks (`one_of`, `date_in`, `verbatim_in`) of the
             string steps asked for allow, by step; a backend that steers decoding holds the
             values to it. Derived from the schema and the context, so `to_dict` leaves it out.
@@ -270,62 +270,62 @@ class PromptBuilder:
         it does not grow with attempts: only the latest failure is shown. `rejected` are
         the JSON texts of values the first redone step already had rejected. With the
         run's `context`, the turn also quotes the context lines that the failing step's
-        question and error point at (`arq.prompt.evidence`).
+        question and error point at. `arq.repair.plan_repair` decides all this; this
+        method renders its plan (`render_repair`).
         """
-        names = [s for s in request.steps if s not in accepted]
-        if not names:
-            raise ValueError("every step is accepted: there is nothing to repair")
-        kept = {name: accepted[name] for name in request.steps if name in accepted}
-        info = {s.name: s for s in steps(request.schema)}[names[0]]
-        failure_text = _failure_text(failure, info.name)
-        query = " ".join([info.name, info.question, info.instruction or "", failure_text])
-        refused = [*rejected, *_value_text(failure)]
-        lines = evidence(context, query, leave_out=refused)
+        plan = plan_repair(
+            request.schema,
+            request.steps,
+            accepted=accepted,
+            failure=failure,
+            prefill=prefill,
+            rejected=rejected,
+            allowed=request.allowed,
+            context=context,
+        )
+        return self.render_repair(request, plan)
+
+    def render_repair(self, request: Request, plan: RepairPlan) -> Request:
+        """Render `plan` as the request that follows `request`: the repair turn
+        (`repair.jinja`), and the kept steps as a prefill or as an earlier answer."""
+        remaining = list(plan.remaining)
         variables = {
-            "step": info,
-            "kept": list(kept),
-            "remaining": names if not prefill else list(request.steps),
-            "failure": failure_text,
-            "evidence": lines,
-            "output_format": render_skeleton(request.schema, names),
-            "prefill": prefill,
+            "step": plan.step,
+            "kept": list(plan.kept),
+            "remaining": list(request.steps) if plan.prefill else remaining,
+            "failure": plan.failure,
+            "evidence": list(plan.evidence),
+            "output_format": render_skeleton(request.schema, remaining),
+            "prefill": bool(plan.prefill),
         }
-        held = {name: request.allowed[name] for name in names if name in request.allowed}
-        if names[0] in held:
-            # a refused choice is not offered again; the lines quoted for the step narrow it
-            first = held[names[0]].without(_refused_values(rejected))
-            if first is None:
-                del held[names[0]]
-            else:
-                held[names[0]] = first.mentioned_in(lines)
-        section = Section("repair", "repair.jinja", "user")
-        note = self._render(section, variables).strip()
+        note = self._render(Section("repair", "repair.jinja", "user"), variables).strip()
         messages = [dict(m) for m in request.messages]  # copies: requests are snapshots
-        text = ""
-        if prefill:
-            body = ", ".join(f"{json.dumps(k)}: {_dump(v)}" for k, v in kept.items())
-            text = "{" + body + (", " if body else "")
+        if plan.prefill:
             last = messages[-1]
             if last["role"] == "user":
                 last["content"] = f"{last['content']}\n\n{note}"
             else:
                 messages.append({"role": "user", "content": note})
         else:
-            if kept:
-                messages.append({"role": "assistant", "content": _dump(kept)})
+            if plan.earlier_answer:
+                messages.append({"role": "assistant", "content": plan.earlier_answer})
             messages.append({"role": "user", "content": note})
         return Request(
             messages=cast(list[Message], messages),
             schema=request.schema,
-            output_schema=json_schema(request.schema, "json-schema", steps=names),
-            steps=tuple(names),
-            prefill=text,
-            rejected=tuple(rejected),
+            output_schema=json_schema(request.schema, "json-schema", steps=remaining),
+            steps=plan.remaining,
+            prefill=plan.prefill,
+            rejected=plan.rejected,
             metadata={
                 **request.metadata,
-                "repair": {"step": info.name, "kept": list(kept), "prefill": prefill},
+                "repair": {
+                    "step": plan.step.name,
+                    "kept": list(plan.kept),
+                    "prefill": bool(plan.prefill),
+                },
             },
-            allowed=held,
+            allowed=dict(plan.allowed),
         )
 
     def render_output_format(self, schema: type[Reasoning]) -> str:
@@ -410,35 +410,6 @@ class PromptBuilder:
             {"role": "user", "content": note},
         ]
         return replace(request, messages=messages, metadata={**request.metadata, "reask": True})
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _refused_values(rejected: Sequence[str]) -> list[Any]:
-    """The values of rejected JSON texts (a text that does not parse names no value)."""
-    values = []
-    for text in rejected:
-        with contextlib.suppress(ValueError):
-            values.append(json.loads(text))
-    return values
-
-
-def _value_text(failure: OutputError | None) -> list[str]:
-    """The refused value's text, if the failure has one."""
-    if isinstance(failure, StepError) and failure.value is not NO_VALUE:
-        return [str(failure.value)]
-    return []
-
-
-def _failure_text(failure: OutputError | None, step: str) -> str:
-    """What the repair turn says went wrong: the step's feedback, or the parse problem."""
-    if failure is None:
-        return ""
-    if isinstance(failure, StepError):
-        return failure.feedback
-    return f'Your answer could not be read at "{step}": {failure}'
 
 
 def _checked(sections: Sequence[Section]) -> tuple[Section, ...]:

@@ -1,4 +1,4 @@
-"""Text rendering for prompts: the output-format skeleton, context values and examples.
+"""Text rendering for prompts: the output-format skeleton and examples.
 
 The skeleton shows the shape of the answer in step order with the questions as values,
 typed compactly, instead of pasting a JSON Schema (which costs many more tokens)::
@@ -26,9 +26,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
+from arq.context import json_text
 from arq.schema import Reasoning, Step, StepSpec, _cached, _item_id, steps
 
-__all__ = ["context_text", "example_json", "render_skeleton"]
+__all__ = ["example_json", "render_skeleton"]
 
 _PAD = "  "
 _SPACES = re.compile(r"\s+")
@@ -275,26 +276,7 @@ def _item_text(item: Any) -> str:
     return "" if isinstance(item, str) or text is None else str(text)
 
 
-# --- context values and examples ---------------------------------------------------------
-
-
-def _is_message(value: Any) -> bool:
-    return isinstance(value, Mapping) and {"role", "content"} <= value.keys()
-
-
-def _json(value: Any) -> str:
-    data = to_jsonable_python(value, fallback=str)
-    return json.dumps(data, indent=2, ensure_ascii=False)
-
-
-def context_text(value: Any) -> str:
-    """A context value as prompt text: strings as-is, a conversation as `role: content`
-    lines, anything else (numbers, lists, mappings, Pydantic models) as indented JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple) and value and all(_is_message(m) for m in value):
-        return "\n".join(f"{m['role']}: {context_text(m['content'])}" for m in value)
-    return _json(value)
+# --- examples ----------------------------------------------------------------------------
 
 
 def example_json(schema: type[Reasoning], example: BaseModel | Mapping[str, Any]) -> str:
@@ -317,4 +299,4 @@ def example_json(schema: type[Reasoning], example: BaseModel | Mapping[str, Any]
             f"an example for {schema.__name__} must have exactly its steps as keys "
             f"(missing: {', '.join(missing) or 'none'}; unknown: {', '.join(extra) or 'none'})"
         )
-    return _json({name: data[name] for name in names})
+    return json_text({name: data[name] for name in names})

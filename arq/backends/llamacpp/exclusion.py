@@ -1,7 +1,8 @@
 """Keeps a repair off the values its step already had rejected (llama.cpp logits processor).
 
 A repair redoes its first step, and `Request.rejected` lists the JSON texts of that step's
-values refused earlier in the run, as the model wrote them. A small model decoding
+values refused earlier in the run, as the model wrote them (`arq.repair` decides which;
+this processor only enforces the list). A small model decoding
 greedily, or even at a moderate temperature, tends to write the refused value again; a
 backend that sees the logits can steer it off. While the answer's first value is still on
 a rejected text's path, `Exclusion` lowers each token that continues the path by

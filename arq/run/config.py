@@ -1,0 +1,63 @@
+"""`RunConfig`: what a run needs, fixed and checked once before any run starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from arq.backends.base import Backend, Settings
+from arq.prompt import PromptBuilder
+from arq.retry import RetryPolicy
+from arq.trace import AttemptKind
+
+__all__ = ["RunConfig"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings every run of an executor shares; `Executor` builds one from its arguments.
+
+    Attributes:
+        backend: The model service.
+        builder: Renders the prompts and the repair turns.
+        max_repairs: Repair calls allowed per run after output errors; 0 never repairs.
+        retry: Transport retries per call, a separate budget from repairs.
+        settings: Sampling settings of the first call.
+        repair_temperature: Temperature of the step a repair redoes (None: the backend's).
+        deadline: Seconds a whole run may take, retries and repairs included.
+        idle_timeout: Seconds of silence allowed between two chunks of a stream.
+
+    Raises:
+        TypeError: `backend` does not implement `arq.backends.Backend`.
+        ValueError: a count or a time is out of range.
+    """
+
+    backend: Backend
+    builder: PromptBuilder = field(default_factory=PromptBuilder)
+    max_repairs: int = 2
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    settings: Settings = field(default_factory=Settings)
+    repair_temperature: float | None = None
+    deadline: float | None = None
+    idle_timeout: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, Backend):
+            raise TypeError(f"backend must implement arq.backends.Backend, not {self.backend!r}")
+        if self.max_repairs < 0:
+            raise ValueError(f"max_repairs must not be negative, not {self.max_repairs}")
+        for name, value in (("deadline", self.deadline), ("idle_timeout", self.idle_timeout)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive seconds or None, not {value}")
+        max_tokens = self.settings.max_tokens
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+
+    def settings_for(self, kind: AttemptKind, number: int) -> Settings:
+        """The settings of call `number`: the first call's as they are; a later call's
+        with the seed moved on, and its first step (the one a repair redoes) sampled at
+        `repair_temperature`."""
+        settings = self.settings
+        if kind == "first":
+            return settings
+        seed = None if settings.seed is None else settings.seed + number - 1
+        return replace(settings, first_step_temperature=self.repair_temperature, seed=seed)
