@@ -863,7 +863,7 @@ def test_interrupt_exits_130_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("arq.cli.app.lint", interrupted)
+    monkeypatch.setattr("arq.cli.lint.lint", interrupted)
     result = run("lint", SUPPORT)
     assert (result.code, result.err) == (130, "")
 
@@ -872,7 +872,7 @@ def test_unexpected_errors_are_one_line_unless_asked(monkeypatch: pytest.MonkeyP
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr("arq.cli.app.lint", broken)
+    monkeypatch.setattr("arq.cli.lint.lint", broken)
     result = run("lint", SUPPORT)
     assert result.code == 2
     assert result.one_error_line() == "error: RuntimeError: something broke"
