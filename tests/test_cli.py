@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import io
@@ -286,6 +287,18 @@ def test_render_counts_tokens_with_the_embedded_tokenizer() -> None:
     tokens = int(size.split(" tokens")[0])
     assert 100 < tokens < 1000
     assert "chat template applied" in size
+
+
+@pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or the model is not installed")
+def test_the_count_is_the_prompt_the_embedded_model_reads() -> None:
+    from arq.backends.llamacpp import LlamaCppBackend, count_tokens
+
+    request = arq.PromptBuilder().build(SupportReply, {"conversation": CONVERSATION})
+    backend = LlamaCppBackend(weights=None)
+    try:
+        assert count_tokens(request) == len(backend.prompt_tokens(request))
+    finally:
+        asyncio.run(backend.aclose())
 
 
 def test_render_without_the_local_extra_gives_characters(
@@ -850,7 +863,7 @@ def test_interrupt_exits_130_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("arq.cli.app.lint", interrupted)
+    monkeypatch.setattr("arq.cli.lint.lint", interrupted)
     result = run("lint", SUPPORT)
     assert (result.code, result.err) == (130, "")
 
@@ -859,7 +872,7 @@ def test_unexpected_errors_are_one_line_unless_asked(monkeypatch: pytest.MonkeyP
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr("arq.cli.app.lint", broken)
+    monkeypatch.setattr("arq.cli.lint.lint", broken)
     result = run("lint", SUPPORT)
     assert result.code == 2
     assert result.one_error_line() == "error: RuntimeError: something broke"

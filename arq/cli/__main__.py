@@ -1,5 +1,5 @@
 """`python -m arq.cli`: the same as the `arq` command."""
 
-from arq.cli.app import main
+from arq.cli.dispatch import main
 
 main()

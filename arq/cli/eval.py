@@ -1,6 +1,5 @@
-"""The `arq eval` command: run `arq.eval.evaluation.evaluate` from the command line, write reports.
+"""`arq eval`: run `arq.eval.evaluate` from the command line, write reports.
 
-`add_arguments` declares its options on the subcommand `arq.cli` makes; `command` runs it.
 SCHEMA and `--scorers` name module attributes, as the other commands' SCHEMA does.
 """
 
@@ -8,23 +7,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from arq.eval.report import PLOT_EXTRA
+from arq.cli.load import load_attribute, load_schema
+from arq.cli.options import add_model_options, at_least, backend
+from arq.errors import DatasetError, UsageError
 from arq.schema import Reasoning
 
 if TYPE_CHECKING:
-    from arq.eval.evaluation import Scorer
+    from arq.eval import EvalReport, Scorer
 
-__all__ = ["add_arguments", "command", "load_attribute", "load_schemas", "load_scorers"]
+__all__ = ["HELP", "add_arguments", "command", "load_schemas", "load_scorers"]
+
+HELP = "Run ARQ and its baselines on a dataset; report."
 
 
-def add_arguments(parser: argparse.ArgumentParser, profile: Mapping[str, Any]) -> None:
-    """The arguments of `arq eval` after SCHEMA; the backend options are `arq run`'s, and
-    `profile` is the `--profile` option as `arq run` declares it."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `arq eval` after SCHEMA; the model options are `arq run`'s."""
     parser.epilog = (
         "SCHEMA may also name a dict of schemas by name (module:attr); each item then names "
         "its schema with its 'schema' key. Exit status: 0 once the report is written, 1 if "
@@ -36,41 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser, profile: Mapping[str, Any]) -
         "or list of (output, item) -> bool callables")  # fmt: skip
     add("--strategies", default="arq,cot,direct", metavar="a,b",
         help="of arq, arq-unchecked, cot, direct (default: arq,cot,direct)")  # fmt: skip
-    add("--repeats", type=_at_least(1), default=1, metavar="K", help="runs per item (pass^K)")
-    add("--concurrency", type=_at_least(1), metavar="N", help="runs at once (default: 1 "
+    add("--repeats", type=at_least(1), default=1, metavar="K", help="runs per item (pass^K)")
+    add("--concurrency", type=at_least(1), metavar="N", help="runs at once (default: 1 "
         "on the embedded model, 8 on a server)")  # fmt: skip
     add("--temperature", type=float, default=0.7, metavar="T", help="default 0.7")
     add("--repair-temperature", type=float, metavar="T", help="default: --temperature")
     add("--seed", type=int, default=0, metavar="S", help="repeat r uses S + r (default 0)")
-    add("--max-repairs", type=_at_least(0), default=2, metavar="N", help="for arq (default 2)")
-    add("--max-tokens", type=_at_least(1), metavar="N", help="output limit per call")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--local", action="store_true", help="the embedded model (the default)")
-    where.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible server")
-    add("--model", metavar="M", help="the model name the server expects")
-    add("--profile", **profile)
-    add("--limit", type=_at_least(1), metavar="N", help="the first N items only")
+    add("--max-repairs", type=at_least(0), default=2, metavar="N", help="for arq (default 2)")
+    add("--max-tokens", type=at_least(1), metavar="N", help="output limit per call")
+    add_model_options(parser)
+    add("--limit", type=at_least(1), metavar="N", help="the first N items only")
     add("--out", metavar="DIR", help="write report.md, report.json and report.png there")
     add("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def _at_least(least: int) -> Callable[[str], int]:
-    def integer(text: str) -> int:
-        value = int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
-        return value
-
-    return integer
-
-
-def command(
-    args: argparse.Namespace, out: TextIO, err: TextIO, make_backend: Callable[..., Any]
-) -> int:
+def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`arq eval`: run, print the Markdown report, write the files. 0 once reported; 1 when
     the model service failed on every run."""
-    from arq.errors import DatasetError, UsageError
-    from arq.eval.evaluation import STRATEGIES, _items, _schemas, evaluate, load_dataset
+    from arq.eval import STRATEGIES, evaluate, load_dataset
+    from arq.eval.evaluation import _items, _schemas
 
     schemas = load_schemas(args.schema)
     try:
@@ -89,12 +74,12 @@ def command(
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"--out {args.out!r}: {exc.strerror or exc}") from None
-    backend = make_backend(args)
+    model = backend(args)
     try:
         report = evaluate(
             schemas,
             dataset,
-            backend=backend,
+            backend=model,
             strategies=strategies,
             repeats=args.repeats,
             scorers=scorers,
@@ -107,18 +92,10 @@ def command(
             progress=False if args.no_progress else err,
         )
     finally:
-        asyncio.run(backend.aclose())
+        asyncio.run(model.aclose())
     out.write(report.to_markdown())
     if folder is not None:
-        (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-        (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
-        written = ["report.md", "report.json"]
-        try:
-            report.plot(folder / "report.png")
-            written.append("report.png")
-        except ImportError:
-            err.write(f"warning: report.png not written: matplotlib is missing ({PLOT_EXTRA})\n")
-        out.write(f"\nreport written to {folder}/ ({', '.join(written)})\n")
+        _write_files(report, folder, out, err)
     failed = [o for o in report.outcomes if o.error_type == "BackendError"]
     if failed and len(failed) == len(report.outcomes):  # a setup problem, not a score
         err.write(f"error: every run failed to reach the model: {failed[0].error}\n")
@@ -126,11 +103,23 @@ def command(
     return 0
 
 
+def _write_files(report: EvalReport, folder: Path, out: TextIO, err: TextIO) -> None:
+    """report.md, report.json and, with matplotlib, report.png in `folder`."""
+    from arq.eval.report import PLOT_EXTRA
+
+    (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+    (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
+    written = ["report.md", "report.json"]
+    try:
+        report.plot(folder / "report.png")
+        written.append("report.png")
+    except ImportError:
+        err.write(f"warning: report.png not written: matplotlib is missing ({PLOT_EXTRA})\n")
+    out.write(f"\nreport written to {folder}/ ({', '.join(written)})\n")
+
+
 def load_schemas(spec: str) -> type[Reasoning] | dict[str, type[Reasoning]]:
     """SCHEMA as `arq` reads it, or `module:attr` naming a dict of schemas by name."""
-    from arq.cli.load import load_schema
-    from arq.errors import UsageError
-
     try:
         value = load_attribute(spec, "SCHEMA") if ":" in spec.strip(":") else None
     except UsageError:
@@ -146,7 +135,6 @@ def load_schemas(spec: str) -> type[Reasoning] | dict[str, type[Reasoning]]:
 
 def load_scorers(spec: str) -> dict[str, Scorer]:
     """`--scorers`: a `module:attr` or `file.py:attr` naming a dict or list of scorers."""
-    from arq.errors import UsageError
     from arq.eval.evaluation import _scorers
 
     value = load_attribute(spec, "--scorers")
@@ -158,27 +146,3 @@ def load_scorers(spec: str) -> dict[str, Scorer]:
         return _scorers(value)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--scorers {spec}: {exc}") from None
-
-
-def load_attribute(spec: str, what: str) -> Any:
-    """The attribute `spec` (`package.module:attr` or `path/file.py:attr`) names."""
-    from arq.cli.load import _import, _is_path, _load_file
-    from arq.errors import UsageError
-
-    target, colon, attr = spec.rpartition(":")
-    if not colon or not target or not attr:
-        raise UsageError(f"{what} {spec!r}: give module:attr or path/to/file.py:attr")
-    if _is_path(target):
-        path = Path(target).resolve()
-        loaded = [
-            m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(path)
-        ]
-        module = loaded[0] if loaded else _load_file(Path(target))
-    else:
-        module = _import(target)
-    value = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            raise UsageError(f"{what} {spec!r}: {target} has no attribute {attr!r}")
-        value = getattr(value, part)
-    return value

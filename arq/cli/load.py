@@ -1,4 +1,4 @@
-"""What the `arq` command reads: the SCHEMA argument and JSON context files.
+"""What the `arq` command reads: the SCHEMA argument, `module:attr` arguments, JSON files.
 
 SCHEMA is one of:
 
@@ -27,15 +27,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from arq.cli.output import one_line
 from arq.errors import UsageError
 from arq.schema import Reasoning
 
 __all__ = [
     "blueprints",
     "json_kind",
+    "load_attribute",
     "load_context",
     "load_schema",
-    "one_line",
     "read_text",
 ]
 
@@ -49,7 +50,7 @@ def load_schema(spec: str) -> type[Reasoning]:
         return _named(spec)
     if not target or not attr:
         raise UsageError(f"SCHEMA {spec!r}: give {FORMS}")
-    module = _load_file(Path(target)) if _is_path(target) else _import(target)
+    module = _module(target)
     try:
         found: Any = functools.reduce(getattr, attr.split("."), module)
     except AttributeError:
@@ -62,6 +63,22 @@ def load_schema(spec: str) -> type[Reasoning]:
             f"{_classes_hint(module, target)}"
         )
     return found
+
+
+def load_attribute(spec: str, what: str) -> Any:
+    """The attribute `spec` (`package.module:attr` or `path/file.py:attr`) names; a file
+    already loaded as a module is not run again. `what` names the argument in messages."""
+    target, colon, attr = spec.rpartition(":")
+    if not colon or not target or not attr:
+        raise UsageError(f"{what} {spec!r}: give module:attr or path/to/file.py:attr")
+    loaded = _loaded(target) if _is_path(target) else None
+    module = loaded if loaded is not None else _module(target)
+    value: Any = module
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise UsageError(f"{what} {spec!r}: {target} has no attribute {attr!r}")
+        value = getattr(value, part)
+    return value
 
 
 def blueprints() -> dict[str, type[Reasoning]]:
@@ -98,6 +115,18 @@ def _named(name: str) -> type[Reasoning]:
 
 def _is_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or "\\" in target or Path(target).is_file()
+
+
+def _module(target: str) -> ModuleType:
+    """A module by its dotted name, imported, or a .py file, loaded."""
+    return _load_file(Path(target)) if _is_path(target) else _import(target)
+
+
+def _loaded(file: str) -> ModuleType | None:
+    """The module that `file` was loaded as, if it was."""
+    path = str(Path(file).resolve())
+    loaded = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path]
+    return loaded[0] if loaded else None
 
 
 @contextlib.contextmanager
@@ -238,8 +267,3 @@ def load_context(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"context file {path!r} must hold a JSON object, not {json_kind(data)}")
     return data
-
-
-def one_line(text: str) -> str:
-    """`text` with its line breaks folded, for a one-line message."""
-    return re.sub(r"\s*\n\s*", " ", text.strip())

@@ -13,6 +13,8 @@ checked.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import re
 import time
@@ -22,24 +24,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from arq.cli.load import json_kind, one_line, read_text
+from arq.cli.load import json_kind, load_context, load_schema, read_text
+from arq.cli.output import one_line, write_json
 from arq.errors import ArqError, ContextError, StepError, UsageError
 from arq.schema import Reasoning, steps
 from arq.validation import validate_output
 
 __all__ = [
+    "HELP",
     "RECORD_VERSION",
     "Outcome",
+    "add_arguments",
     "check_files",
+    "command",
     "junit",
     "summary",
     "write_report",
     "write_to",
 ]
 
+HELP = "Check recorded outputs against the schema."
 RECORD_VERSION = 1
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 _RECORD_KEYS = frozenset({"version", "context", "output"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `arq validate` after SCHEMA."""
+    parser.add_argument("outputs", nargs="+", metavar="OUTPUTS", help=".json or .jsonl files")
+    parser.add_argument("--format", choices=("text", "json", "junit"), default="text")
+    parser.add_argument("--output", metavar="FILE", help="write the report here")
+    parser.add_argument("--context", metavar="FILE", help="the context of bare outputs")
+
+
+def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`arq validate`: the report on every record; 1 if one is invalid."""
+    schema = load_schema(args.schema)
+    context = load_context(args.context) if args.context else None
+    outcomes = check_files(schema, args.outputs, context)
+    files = len(dict.fromkeys(args.outputs))
+    if args.output:
+        report = io.StringIO()
+        write_report(report, args.format, args.schema, outcomes, files)
+        write_to(args.output, report.getvalue())
+        out.write(f"{summary(outcomes, files)}; report written to {args.output}\n")
+    else:
+        write_report(out, args.format, args.schema, outcomes, files)
+    if not outcomes:
+        err.write("warning: no records found\n")
+    return 0 if all(o.valid for o in outcomes) else 1
 
 
 @dataclass
@@ -269,7 +302,7 @@ def write_report(
             "invalid": invalid,
             "results": [o.to_dict() for o in outcomes],
         }
-        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        write_json(out, report)
     elif fmt == "junit":
         out.write(junit(schema_label, outcomes))
     else:

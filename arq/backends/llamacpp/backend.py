@@ -24,8 +24,12 @@ loop never blocks and concurrent streams simply queue.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import functools
 import importlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -52,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_TEMPERATURE",
     "LlamaCppBackend",
+    "count_tokens",
     "resolve_model_path",
     "json_grammar",
 ]
@@ -110,6 +115,72 @@ def _bundled(model_path: str | os.PathLike[str] | None) -> bool:
 def _token_text(llm: Any, token: int) -> str:
     text = bytes(llm.detokenize([token], special=True)) if token >= 0 else b""
     return text.decode("utf-8", errors="replace")
+
+
+def count_tokens(
+    request: Request,
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    chat_template: str | None = None,
+) -> int:
+    """The number of tokens in `request`'s prompt as `LlamaCppBackend` gives it to the model:
+    the chat template's rendering, then the prefill. Only the model's vocabulary is read,
+    not its weights, once per file.
+
+    Args:
+        request: The request whose prompt is counted.
+        model_path: The .gguf file, found as `LlamaCppBackend` finds it.
+        chat_template: A Jinja chat template to use instead of the model's own.
+
+    Raises:
+        ImportError: llama-cpp-python is not installed.
+        ModelNotFoundError: the model file cannot be found.
+        BackendError: llama.cpp could not load the file, or the model has no chat template.
+    """
+    path = resolve_model_path(model_path)
+    llm, formatter, bos = _vocabulary(str(path), chat_template)
+    chat = str(formatter(messages=[dict(m) for m in request.messages]).prompt)
+    return len(_chat_tokens(llm, chat, bos, request.prefill))
+
+
+@functools.lru_cache(maxsize=2)
+def _vocabulary(path: str, chat_template: str | None) -> tuple[Any, Any, str]:
+    """A model's vocabulary alone (no weights), its chat formatter and its BOS text."""
+    lib = _llama_cpp()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's load notes
+            llm = lib.Llama(model_path=path, vocab_only=True, verbose=False)
+    except Exception as exc:
+        raise BackendError(f"llama.cpp could not load {path!r}: {exc}", retryable=False) from exc
+    atexit.register(llm.close)  # freed before interpreter shutdown tears llama_cpp down
+    formatter, bos = _chat_formatter(lib, llm, chat_template, Path(path).stem)
+    return llm, formatter, bos
+
+
+def _chat_formatter(lib: Any, llm: Any, template: str | None, name: str) -> tuple[Any, str]:
+    """The formatter of `template` (default: the model's own) and the BOS token's text."""
+    template = template or llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        llm.close()
+        raise BackendError(
+            f"{name} has no chat template in its metadata: pass chat_template=", retryable=False
+        )
+    bos, eos = (_token_text(llm, token) for token in (llm.token_bos(), llm.token_eos()))
+    formatter = lib.llama_chat_format.Jinja2ChatFormatter(
+        template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+    )
+    return formatter, bos
+
+
+def _chat_tokens(llm: Any, chat: str, bos: str, prefill: str) -> list[int]:
+    """The tokens of a rendered chat, then of the prefill."""
+    # The BOS token is added only if the template did not write it already.
+    add_bos = not (bos and chat.startswith(bos))
+    tokens = list(llm.tokenize(chat.encode(), add_bos=add_bos, special=True))
+    # Tokenized apart, so the prompt ends with exactly the prefill's own tokens.
+    if prefill:
+        tokens += llm.tokenize(prefill.encode(), add_bos=False, special=False)
+    return tokens
 
 
 class LlamaCppBackend:
@@ -294,18 +365,10 @@ class LlamaCppBackend:
             raise BackendError(
                 f"llama.cpp could not load {str(self.model_path)!r}: {exc}", retryable=False
             ) from exc
-        template = self._chat_template or llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            llm.close()
-            raise BackendError(
-                f"{self.name} has no chat template in its metadata: pass chat_template=",
-                retryable=False,
-            )
-        bos, eos = (_token_text(llm, token) for token in (llm.token_bos(), llm.token_eos()))
-        self._formatter = self._lib.llama_chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+        self._formatter, self._bos_text = _chat_formatter(
+            self._lib, llm, self._chat_template, self.name
         )
-        self._bos_text, self._llm = bos, llm
+        self._llm = llm
         return llm
 
     def _chat_text(self, request: Request) -> str:
@@ -315,14 +378,7 @@ class LlamaCppBackend:
 
     def _prompt_tokens(self, request: Request) -> list[int]:
         llm = self._load()
-        chat = self._chat_text(request)
-        # The BOS token is added only if the template did not write it already.
-        add_bos = not (self._bos_text and chat.startswith(self._bos_text))
-        tokens = list(llm.tokenize(chat.encode(), add_bos=add_bos, special=True))
-        # Tokenized apart, so the prompt ends with exactly the prefill's own tokens.
-        if request.prefill:
-            tokens += llm.tokenize(request.prefill.encode(), add_bos=False, special=False)
-        return tokens
+        return _chat_tokens(llm, self._chat_text(request), self._bos_text, request.prefill)
 
     def _steering(self, request: Request, prompt: Sequence[int]) -> list[Any] | None:
         """Logits processors: grounded steps held to `request.allowed`; the first value
