@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 from arq.cli.load import load_attribute, load_schema
 from arq.cli.options import add_model_options, at_least, backend
 from arq.errors import DatasetError, UsageError
+from arq.eval.strategies import DEFAULT_STRATEGIES, STRATEGIES
 from arq.schema import Reasoning
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("dataset", metavar="DATASET", help="a JSONL file: one {id, context, expect} per line")
     add("--scorers", required=True, metavar="SPEC", help="module:attr or file.py:attr: a dict "
         "or list of (output, item) -> bool callables")  # fmt: skip
-    add("--strategies", default="arq,cot,direct", metavar="a,b",
-        help="of arq, arq-unchecked, cot, direct (default: arq,cot,direct)")  # fmt: skip
+    add("--strategies", default=",".join(DEFAULT_STRATEGIES), metavar="a,b",
+        help=f"of {', '.join(STRATEGIES)} (default: {','.join(DEFAULT_STRATEGIES)})")  # fmt: skip
     add("--repeats", type=at_least(1), default=1, metavar="K", help="runs per item (pass^K)")
     add("--concurrency", type=at_least(1), metavar="N", help="runs at once (default: 1 "
         "on the embedded model, 8 on a server)")  # fmt: skip
@@ -54,13 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`arq eval`: run, print the Markdown report, write the files. 0 once reported; 1 when
     the model service failed on every run."""
-    from arq.eval import STRATEGIES, evaluate, load_dataset
-    from arq.eval.evaluation import _items, _schemas
+    from arq.eval import evaluate, load_dataset
+    from arq.eval.evaluation import check_dataset
 
     schemas = load_schemas(args.schema)
     try:
         dataset = load_dataset(args.dataset)[: args.limit]
-        _items(dataset, _schemas(schemas))
+        check_dataset(schemas, dataset)
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
     scorers = load_scorers(args.scorers)
@@ -135,7 +136,7 @@ def load_schemas(spec: str) -> type[Reasoning] | dict[str, type[Reasoning]]:
 
 def load_scorers(spec: str) -> dict[str, Scorer]:
     """`--scorers`: a `module:attr` or `file.py:attr` naming a dict or list of scorers."""
-    from arq.eval.evaluation import _scorers
+    from arq.eval.evaluation import named_scorers
 
     value = load_attribute(spec, "--scorers")
     if callable(value) and not isinstance(value, type):
@@ -143,6 +144,6 @@ def load_scorers(spec: str) -> dict[str, Scorer]:
     if not isinstance(value, Mapping | list | tuple):
         raise UsageError(f"--scorers {spec}: a dict or list of scorers, not {type(value).__name__}")
     try:
-        return _scorers(value)
+        return named_scorers(value)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--scorers {spec}: {exc}") from None

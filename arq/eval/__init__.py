@@ -5,7 +5,7 @@
 """
 
 from arq.eval.datasets import load_dataset
-from arq.eval.evaluation import STRATEGIES, Scorer, aevaluate, evaluate
+from arq.eval.evaluation import Scorer, aevaluate, evaluate
 from arq.eval.report import EvalReport, RunOutcome, StrategySummary
 from arq.eval.strategies import unchecked
 

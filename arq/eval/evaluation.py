@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from arq.backends.base import Backend
 from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseError, StepError
-from arq.eval.datasets import check_unique, load_dataset, parse_item
+from arq.eval.datasets import check_unique, parse_item
 from arq.eval.metering import MeteredBackend, ProgressBar, Tally
 from arq.eval.report import EvalReport, RunOutcome
 from arq.eval.strategies import (
@@ -46,8 +46,7 @@ from arq.schema import Reasoning
 from arq.trace import Result, Trace
 from arq.validation import validate_output
 
-# STRATEGIES and load_dataset stay importable from here for `arq.cli.eval`
-__all__ = ["STRATEGIES", "Scorer", "aevaluate", "evaluate", "load_dataset"]
+__all__ = ["Scorer", "aevaluate", "check_dataset", "evaluate", "named_scorers"]
 
 Scorer = Callable[[Any, Mapping[str, Any]], bool]
 """`(output, item) -> bool`: the output (the answer steps, for `cot` and `direct`) and the
@@ -234,7 +233,7 @@ async def aevaluate(
     """`evaluate`, on the running event loop."""
     schemas = _schemas(schema)
     items = _items(dataset, schemas)
-    named = _scorers(scorers)
+    named = named_scorers(scorers)
     chosen = _strategies(strategies)
     if repeats < 1 or concurrency < 1 or max_repairs < 0:
         raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
@@ -280,6 +279,12 @@ def _schemas(schema: Schemas) -> dict[str, type[Reasoning]]:
     raise TypeError(f"schema must be an arq.Reasoning subclass or a mapping of them: {schema!r}")
 
 
+def check_dataset(schema: Schemas, dataset: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The dataset's items, parsed and checked against the schemas evaluated (before any
+    model runs). Raises `DatasetError` for a malformed item or an unknown schema name."""
+    return _items(dataset, _schemas(schema))
+
+
 def _items(
     dataset: Iterable[Mapping[str, Any]], schemas: Mapping[str, type[Reasoning]]
 ) -> list[dict[str, Any]]:
@@ -312,7 +317,8 @@ def _groups(
     return {name: group for name, group in groups.items() if group}
 
 
-def _scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str, Scorer]:
+def named_scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str, Scorer]:
+    """Scorers by name: a mapping as given, a list named by each function's `__name__`."""
     if isinstance(scorers, Mapping):
         named = {str(name): scorer for name, scorer in scorers.items()}
     else:
