@@ -7,9 +7,10 @@
 from arq.eval.datasets import load_dataset
 from arq.eval.evaluation import Scorer, aevaluate, evaluate
 from arq.eval.report import EvalReport, RunOutcome, StrategySummary
-from arq.eval.strategies import unchecked
+from arq.eval.strategies import DEFAULT_STRATEGIES, STRATEGIES, unchecked
 
 __all__ = [
+    "DEFAULT_STRATEGIES",
     "STRATEGIES",
     "EvalReport",
     "RunOutcome",
