@@ -201,7 +201,15 @@ def date_in(key: str, *, day_first: bool | None = None) -> AfterValidator:
 def covers(key: str, *, id_field: str = "id") -> AfterValidator:
     """The list must name every id of `context[key]` exactly once, and no other id.
 
-    Items may be ids or objects with an `id_field` attribute.
+    Items may be ids or objects with an `id_field` attribute. The ids are read from the
+    context when the step completes, so one schema serves whatever items a run brings.
+
+    `arq.checklist(schema, field, items)` asks the same when the items are known before the
+    run: it narrows the step in the schema itself (the ids become an enum, the list's length
+    is fixed), so a backend that enforces the schema never writes an unknown id or a wrong
+    number of entries, and a cross-step check rejects a repeat. Use `checklist` when the
+    items are known as the schema is built, `covers` when they arrive with the run's
+    context. Both judge the list with `coverage_problem`.
     """
 
     def validate(value: Any, info: ValidationInfo) -> Any:
