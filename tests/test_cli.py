@@ -280,6 +280,7 @@ def test_render_prints_messages_response_format_and_size(context_file: Path) -> 
     assert f"{chars} characters" in result.out
 
 
+@pytest.mark.local
 @pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or the model is not installed")
 def test_render_counts_tokens_with_the_embedded_tokenizer() -> None:
     result = run("render", SUPPORT)
@@ -523,6 +524,7 @@ def test_run_missing_context_value_is_a_usage_error() -> None:
     assert "ContextError" in result.one_error_line()
 
 
+@pytest.mark.local
 @pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or the model is not installed")
 def test_run_local_on_the_embedded_model(helper: Path, tmp_path: Path) -> None:
     context = write(tmp_path / "ctx.json", json.dumps({"message": "My router is on fire!"}))

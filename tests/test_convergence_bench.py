@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from tests.bench_scripts import bench_script
 
-import convergence  # bench/ is not a package: found through sys.path
+if TYPE_CHECKING:  # the type checker reads bench/ as top-level modules
+    import convergence
+else:
+    convergence = bench_script("convergence", "convergence_tasks")
 
 
 def _no_run(*_: object) -> None:

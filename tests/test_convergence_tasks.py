@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from datetime import date, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import arq
+from tests.bench_scripts import bench_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from convergence_tasks import (  # bench/ is not a package: found through sys.path
-    KINDS,
-    NS,
-    Task,
-    make_task,
-    make_tasks,
-    record_values,
-)
+if TYPE_CHECKING:  # the type checker reads bench/ as top-level modules
+    import convergence_tasks as tasks
+else:
+    tasks = bench_script("convergence_tasks")
 
 TASKS_PER_N = 30
 
 
 def test_same_seed_same_task_other_seed_other_task() -> None:
-    for n in NS:
-        one, again, other = make_task(n, 3), make_task(n, 3), make_task(n, 4)
+    for n in tasks.NS:
+        one, again, other = tasks.make_task(n, 3), tasks.make_task(n, 3), tasks.make_task(n, 4)
         assert one.facts == again.facts
         assert one.context == again.context
         assert arq.json_schema(one.schema) == arq.json_schema(again.schema)
@@ -36,26 +30,26 @@ def test_same_seed_same_task_other_seed_other_task() -> None:
 
 
 def test_every_task_has_n_steps_in_record_order_with_kinds_in_equal_shares() -> None:
-    for n in NS:
-        for task in make_tasks(n, TASKS_PER_N):
+    for n in tasks.NS:
+        for task in tasks.make_tasks(n, TASKS_PER_N):
             names = [step.name for step in arq.steps(task.schema)]
             assert names == list(task.truth)
             assert len(names) == n
-            labels = list(record_values(task.context["record"]))
+            labels = list(tasks.record_values(task.context["record"]))
             assert labels == [fact.label for fact in task.facts]
             counts = Counter(task.kinds.values())
-            assert max(counts.values()) - min(counts.get(k, 0) for k in KINDS) <= 1
+            assert max(counts.values()) - min(counts.get(k, 0) for k in tasks.KINDS) <= 1
             assert arq.steps(task.schema)[-1].is_answer
 
 
-@pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("n", tasks.NS)
 def test_the_truth_validates(n: int) -> None:
-    for task in make_tasks(n, TASKS_PER_N):
+    for task in tasks.make_tasks(n, TASKS_PER_N):
         output = arq.validate_output(task.schema, task.truth, context=task.context)
         assert output.model_dump() == task.truth
 
 
-def wrong_value(task: Task, key: str) -> str | int:
+def wrong_value(task: tasks.Task, key: str) -> str | int:
     """A value of the right form that the record does not support."""
     fact = next(f for f in task.facts if f.key == key)
     if fact.kind == "name":
@@ -70,9 +64,9 @@ def wrong_value(task: Task, key: str) -> str | int:
     return high + 1
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", tasks.KINDS)
 def test_a_wrong_value_fails_at_its_own_step(kind: str) -> None:
-    for task in make_tasks(16, 10):
+    for task in tasks.make_tasks(16, 10):
         for fact in (f for f in task.facts if f.kind == kind):
             answer = {**task.truth, fact.key: wrong_value(task, fact.key)}
             with pytest.raises(arq.StepError) as caught:
@@ -90,7 +84,8 @@ def test_a_wrong_value_fails_at_its_own_step(kind: str) -> None:
 
 
 def test_another_name_from_the_record_is_quoted_but_still_wrong() -> None:
-    task = next(t for t in make_tasks(32, 10) if sum(k == "name" for k in t.kinds.values()) > 1)
+    named = (t for t in tasks.make_tasks(32, 10) if sum(k == "name" for k in t.kinds.values()) > 1)
+    task = next(named)
     first, second = [f for f in task.facts if f.kind == "name"][:2]
     answer = {**task.truth, first.key: second.truth}
     with pytest.raises(arq.StepError, match=f"not the name on the record's '{first.label}'"):
@@ -98,7 +93,7 @@ def test_another_name_from_the_record_is_quoted_but_still_wrong() -> None:
 
 
 def test_checks_read_the_context() -> None:
-    task, other = make_task(8, 0), make_task(8, 1)
+    task, other = tasks.make_task(8, 0), tasks.make_task(8, 1)
     with pytest.raises(arq.StepError):
         arq.validate_output(task.schema, task.truth, context=other.context)
     with pytest.raises(arq.ContextError):
@@ -106,7 +101,7 @@ def test_checks_read_the_context() -> None:
 
 
 def test_patterns_reach_the_json_schema_and_answers_stay_short() -> None:
-    for task in make_tasks(32, TASKS_PER_N):
+    for task in tasks.make_tasks(32, TASKS_PER_N):
         properties = arq.json_schema(task.schema)["properties"]
         for fact in task.facts:
             prop = properties[fact.key]
@@ -123,6 +118,6 @@ def test_patterns_reach_the_json_schema_and_answers_stay_short() -> None:
 
 def test_out_of_range_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="steps"):
-        make_task(0, 0)
+        tasks.make_task(0, 0)
     with pytest.raises(ValueError, match="steps"):
-        make_task(49, 0)
+        tasks.make_task(49, 0)

@@ -142,6 +142,7 @@ def logits_toward(model: Any, rng: np.random.Generator, favourite: int | None) -
     return logits
 
 
+@pytest.mark.local
 @needs_model
 def test_greedy_picks_what_llama_cpps_grammar_sampler_picks(model: Any) -> None:
     import llama_cpp
@@ -165,6 +166,7 @@ def test_greedy_picks_what_llama_cpps_grammar_sampler_picks(model: Any) -> None:
     theirs.close()
 
 
+@pytest.mark.local
 @needs_model
 def test_sampled_picks_stay_within_the_grammar_and_repeat_with_the_seed(model: Any) -> None:
     import llama_cpp
@@ -194,6 +196,7 @@ def test_sampled_picks_stay_within_the_grammar_and_repeat_with_the_seed(model: A
     assert re.fullmatch(r'\{\s*"ticket_id"\s*:\s*[A-Z]-[0-9]{3}\}', text), text
 
 
+@pytest.mark.local
 @needs_model
 def test_a_grammar_llama_cpp_cannot_parse_is_refused(model: Any) -> None:
     import llama_cpp
@@ -205,6 +208,7 @@ def test_a_grammar_llama_cpp_cannot_parse_is_refused(model: Any) -> None:
         GrammarSampler(llama_cpp, vocab, "root ::= (", temperature=0.0, seed=0)
 
 
+@pytest.mark.local
 @needs_model
 def test_a_bounded_integer_takes_no_more_digits_than_its_bounds(model: Any) -> None:
     import llama_cpp

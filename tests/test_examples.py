@@ -93,6 +93,7 @@ def test_support_reply_says_clearly_when_the_model_file_is_missing(tmp_path: Pat
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.local
 @pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None and not os.environ.get("ARQ_REQUIRE_LOCAL"),
     reason="the local extra is not installed",
@@ -178,6 +179,7 @@ def model_file() -> Path:
     return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@pytest.mark.local
 def test_support_reply_runs_against_llama_cpp_pythons_own_server(llama_cpp_server: str) -> None:
     # this server rejects the json_schema response format and wants json_object + schema
     out = run_support_reply(

