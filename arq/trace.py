@@ -47,7 +47,8 @@ def redact(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens spent.
+    """Tokens spent: what a backend reports on a `Chunk`, what the fake server is told to
+    report, and what a call and a run add up to.
 
     `estimated` is true when some count was not reported by the service: a stream that
     arq closed early reports no usage, so its output tokens are the content chunks

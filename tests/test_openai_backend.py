@@ -13,7 +13,7 @@ import pytest
 from pydantic import Field
 
 import arq
-from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings, TokenCounts
+from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings
 from arq.backends.openai import MAX_ENUM_CHARS, MAX_ENUM_VALUES, PROFILES, OpenAIBackend
 from arq.errors import BackendError
 from arq.jsonschema import json_schema
@@ -106,7 +106,7 @@ def finish_reasons(chunks: list[Chunk]) -> list[str]:
     return [c.finish_reason for c in chunks if c.finish_reason is not None]
 
 
-def usages(chunks: list[Chunk]) -> list[TokenCounts]:
+def usages(chunks: list[Chunk]) -> list[Usage]:
     return [c.usage for c in chunks if c.usage is not None]
 
 
@@ -386,9 +386,9 @@ def test_stream_each_mode(server: FakeOpenAIServer, mode: OutputMode) -> None:
 def test_stream_reports_the_given_usage_last(server: FakeOpenAIServer) -> None:
     server.script(Reply(TEXT, usage=Usage(prompt_tokens=11, completion_tokens=7)))
     chunks = stream(backend_for(server))
-    assert chunks[-1].usage == TokenCounts(prompt_tokens=11, completion_tokens=7)
+    assert chunks[-1].usage == Usage(prompt_tokens=11, completion_tokens=7)
     assert chunks[-1].text == ""
-    assert usages(chunks) == [TokenCounts(11, 7)]
+    assert usages(chunks) == [Usage(11, 7)]
 
 
 def test_stream_without_usage(server: FakeOpenAIServer) -> None:

@@ -18,13 +18,13 @@ from typing import Any, Literal
 
 import openai
 
-from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Capabilities, Chunk, Settings
 from arq.checks import AllowedValues
 from arq.errors import BackendError
 from arq.jsonschema import json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
-from arq.trace import redact
+from arq.trace import Usage, redact
 
 __all__ = ["PROFILES", "OpenAIBackend"]
 
@@ -228,7 +228,7 @@ class OpenAIBackend:
 def _chunk(event: Any) -> Chunk | None:
     usage = None
     if getattr(event, "usage", None) is not None:
-        usage = TokenCounts(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
+        usage = Usage(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
     if not event.choices:
         return Chunk(usage=usage) if usage is not None else None
     choice = event.choices[0]

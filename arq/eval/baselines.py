@@ -222,7 +222,7 @@ async def _call(
             refusal += chunk.refusal or ""
             finish = chunk.finish_reason or finish
             if chunk.usage is not None:
-                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                usage = chunk.usage
     finally:
         await stream.aclose()
     text = "".join(parts)

@@ -264,7 +264,7 @@ class _Reader:
 
     def take(self, chunk: Chunk, elapsed: float) -> list[Event]:
         if chunk.usage is not None:
-            self.reported = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            self.reported = chunk.usage
         if chunk.refusal:
             self.refusal.append(chunk.refusal)
         if chunk.finish_reason is not None:

@@ -23,10 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from arq.backends.base import Backend, Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Backend, Capabilities, Chunk, Settings
 from arq.errors import BackendError, CassetteMismatch
 from arq.prompt import Request
-from arq.trace import redact_all
+from arq.trace import Usage, redact_all
 
 __all__ = ["RecordingBackend", "ReplayBackend"]
 
@@ -157,7 +157,7 @@ class ReplayBackend:
             yield Chunk(
                 text=record.get("text", ""),
                 finish_reason=record.get("finish_reason"),
-                usage=TokenCounts(*usage) if usage else None,
+                usage=Usage(*usage) if usage else None,
                 refusal=record.get("refusal"),
             )
         error = exchange.get("error")

@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeAlias
 
+from arq.trace import Usage
+
 __all__ = [
     "DropAfter",
     "Malformed",
@@ -41,17 +43,8 @@ __all__ = [
     "Stall",
     "Status",
     "Truncated",
-    "Usage",
     "split_pieces",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts to report instead of the estimated ones."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,9 @@ class Reply:
         tokens_per_second: Pace of the pieces, to act as a slow model; None is as fast as
             possible.
         finish_reason: Sent on the last chunk ("stop", "length", "content_filter", ...).
-        usage: True estimates the counts, a `Usage` gives them, None sends none. Streams
-            carry usage only when the request sets `stream_options.include_usage`.
+        usage: True estimates the counts, a `Usage` (`arq.trace.Usage`) gives them,
+            None sends none. Streams carry usage only when the request sets
+            `stream_options.include_usage`.
         refusal: A structured-outputs refusal, sent as `refusal` pieces with null content.
         tool_call: None calls a tool only when the request forces one (a named
             `tool_choice`, or "required"); "auto" also calls the first offered tool when

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
-from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Capabilities, Chunk, Settings
 from arq.prompt import Request
 from arq.testing.replies import split_pieces
+from arq.trace import Usage
 
 __all__ = ["ScriptedBackend", "ScriptedReply"]
 
@@ -89,7 +90,7 @@ class ScriptedBackend:
         for piece in pieces:
             yield Chunk(text=piece)
         prompt = sum(len(m["content"]) for m in request.messages) // 4
-        usage = TokenCounts(prompt_tokens=prompt, completion_tokens=len(pieces))
+        usage = Usage(prompt_tokens=prompt, completion_tokens=len(pieces))
         yield Chunk(finish_reason=self._finish_reason, usage=usage)
 
     async def aclose(self) -> None:
