@@ -24,6 +24,7 @@ __all__ = [
     "StepRecord",
     "Trace",
     "Usage",
+    "estimate_tokens",
     "redact",
     "redact_all",
 ]
@@ -52,8 +53,8 @@ class Usage:
 
     `estimated` is true when some count was not reported by the service: a stream that
     arq closed early reports no usage, so its output tokens are the content chunks
-    received (servers send about one token per chunk) and its prompt tokens are the
-    prompt's characters divided by four.
+    received (servers send about one token per chunk) and its prompt tokens are
+    `estimate_tokens` of the prompt's characters.
     """
 
     prompt_tokens: int = 0
@@ -71,6 +72,13 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.estimated or other.estimated,
         )
+
+
+def estimate_tokens(text_or_chars: str | int, *, round_up: bool = False) -> int:
+    """About one token per four characters of a text (or of a count of characters),
+    rounded down, or up with `round_up`, for counts no tokenizer has made."""
+    chars = text_or_chars if isinstance(text_or_chars, int) else len(text_or_chars)
+    return -(-chars // 4) if round_up else chars // 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from arq.errors import OutputError, OutputParseError, StepError, TruncatedOutput
 from arq.parsing import StepParser
 from arq.prompt import Message, PromptBuilder, Request
 from arq.schema import Reasoning, steps
-from arq.trace import Usage
+from arq.trace import Usage, estimate_tokens
 from arq.validation import StepChecker
 
 __all__ = ["BaselineResult", "CallOutcome", "check_answer", "single_pass", "whole_object_reask"]
@@ -228,7 +228,7 @@ async def _call(
     text = "".join(parts)
     if usage is None:  # not reported: counted as the executor counts it
         chars = sum(len(m["content"]) for m in request.messages) + len(request.prefill)
-        usage = Usage(chars // 4, sum(1 for p in parts if p), estimated=True)
+        usage = Usage(estimate_tokens(chars), sum(1 for p in parts if p), estimated=True)
     output, step_ok, found = check_answer(schema, text, context, tolerant=tolerant)
     if finish == "length":  # said once below, with the reason
         found = [e for e in found if not isinstance(e, TruncatedOutputError)]

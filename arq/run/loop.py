@@ -41,7 +41,7 @@ from arq.events import (
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser
 from arq.prompt import PromptBuilder, Request
 from arq.schema import Reasoning, cross_checks, steps
-from arq.trace import Attempt, AttemptKind, Result, StepRecord, Trace, Usage
+from arq.trace import Attempt, AttemptKind, Result, StepRecord, Trace, Usage, estimate_tokens
 from arq.validation import StepChecker, budget_error
 
 if TYPE_CHECKING:
@@ -367,7 +367,7 @@ class _Reader:
         if self.reported is not None:
             return self.reported
         # no usage reported (a stream closed early reports none): estimate it
-        return Usage(self.prompt_chars // 4, self.chunks, estimated=True)
+        return Usage(estimate_tokens(self.prompt_chars), self.chunks, estimated=True)
 
 
 class _Watchdog:

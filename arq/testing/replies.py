@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeAlias
 
-from arq.trace import Usage
+from arq.trace import Usage, estimate_tokens
 
 __all__ = [
     "DropAfter",
@@ -381,7 +381,8 @@ class Render:
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
-    """About one token per four characters of message text."""
+    """The estimated tokens of the messages' text, as a server would count them: a token
+    begun is a token, and no prompt is free."""
     chars = 0
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
@@ -389,4 +390,4 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
             chars += len(content)
         elif isinstance(content, list):
             chars += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
-    return max(1, (chars + 3) // 4)
+    return max(1, estimate_tokens(chars, round_up=True))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from arq.backends.base import Capabilities, Chunk, Settings
 from arq.prompt import Request
 from arq.testing.replies import split_pieces
-from arq.trace import Usage
+from arq.trace import Usage, estimate_tokens
 
 __all__ = ["ScriptedBackend", "ScriptedReply"]
 
@@ -89,7 +89,7 @@ class ScriptedBackend:
         pieces = split_pieces(text)
         for piece in pieces:
             yield Chunk(text=piece)
-        prompt = sum(len(m["content"]) for m in request.messages) // 4
+        prompt = estimate_tokens(sum(len(m["content"]) for m in request.messages))
         usage = Usage(prompt_tokens=prompt, completion_tokens=len(pieces))
         yield Chunk(finish_reason=self._finish_reason, usage=usage)
 
