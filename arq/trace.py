@@ -3,7 +3,8 @@
 A `Trace` records each call to the model as an `Attempt` (its request, the raw text
 received, the steps checked with their timings, the error that ended it) so a run can be
 explained afterwards and written to JSONL. Secrets never reach a trace: `redact` masks API
-keys and Authorization values in every text that is written out.
+keys and Authorization values in every text that is written out; `redact_headers` applies
+the same rule to HTTP headers, masking credential headers whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -27,6 +29,7 @@ __all__ = [
     "estimate_tokens",
     "redact",
     "redact_all",
+    "redact_headers",
 ]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -41,9 +44,30 @@ _SECRETS = re.compile(
 )
 
 
+# Headers whose whole value is a credential, whatever it looks like.
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+)
+
+
 def redact(text: str) -> str:
     """`text` with API keys and bearer tokens replaced by `***`."""
     return _SECRETS.sub(lambda m: (m.group("lead") or "") + "***", text)
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` with a credential header's value replaced by `[REDACTED]` (an Authorization
+    scheme kept: "Bearer [REDACTED]") and every other value passed through `redact`."""
+    clean = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _CREDENTIAL_HEADERS:
+            scheme, space, _ = value.partition(" ")
+            keep = space and lower.endswith("authorization")
+            clean[name] = f"{scheme} [REDACTED]" if keep else "[REDACTED]"
+        else:
+            clean[name] = redact(value)
+    return clean
 
 
 @dataclass(frozen=True, slots=True)

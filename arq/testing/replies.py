@@ -17,7 +17,7 @@ server.script(
 )
 ```
 
-`flatten`, `Render`, `redact` and `as_scripted` are the server's helpers, kept here so the
+`flatten`, `Render` and `as_scripted` are the server's helpers, kept here so the
 wire payloads sit next to the types they render.
 """
 
@@ -199,7 +199,7 @@ class ReceivedRequest:
     Attributes:
         method: "POST", "GET", ...
         path: The path without the query string, e.g. "/v1/chat/completions".
-        headers: Lower-cased names; credentials (Authorization, api-key) are redacted.
+        headers: Lower-cased names; credentials masked (see `arq.trace.redact_headers`).
         body: The parsed JSON body, or None.
         connection: Serial number of the TCP connection (keep-alive requests share it).
         reply: The scripted item served, once chosen.
@@ -240,21 +240,6 @@ def as_scripted(item: object, source: str) -> Scripted:
     if isinstance(item, Reply | Status | DropAfter | Stall | Malformed):
         return item
     raise TypeError(f"{source} gave {item!r}, not a Reply, Status or fault")
-
-
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
-)
-
-
-def redact(headers: dict[str, str]) -> dict[str, str]:
-    """Replace credentials, keeping an Authorization scheme ("Bearer [REDACTED]")."""
-    clean = dict(headers)
-    for name in _SECRET_HEADERS & clean.keys():
-        scheme, space, _ = clean[name].partition(" ")
-        keep = space and name.endswith("authorization")
-        clean[name] = f"{scheme} [REDACTED]" if keep else "[REDACTED]"
-    return clean
 
 
 # Token-like pieces of 1-8 characters: an optional leading space and a short word, one
