@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import openai
 import pytest
@@ -14,9 +14,9 @@ from pydantic import Field
 
 import arq
 from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings
-from arq.backends.openai import MAX_ENUM_CHARS, MAX_ENUM_VALUES, PROFILES, OpenAIBackend
+from arq.backends.openai import MAX_ENUM_CHARS, PROFILES, OpenAIBackend
 from arq.errors import BackendError
-from arq.jsonschema import json_schema
+from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import PromptBuilder, Request
 from arq.testing import (
     DropAfter,
@@ -270,6 +270,24 @@ def test_payload_sends_the_quotes_that_fit_a_pattern_and_caps_the_enum_values() 
     )
     assert "enum" not in schema["properties"]["code"]
     assert schema["properties"]["tag"]["enum"] == ["x", "y"]
+
+
+class Graded(arq.Reasoning):
+    grade: Literal["low", "mid", "high"] = arq.query("How urgent?")
+    code: Annotated[str, arq.one_of("codes")] = arq.answer("Which code?")
+
+
+def test_the_schemas_own_enums_count_against_the_enum_limit() -> None:
+    def sent(codes: list[str]) -> Any:
+        request = PromptBuilder().build(Graded, {"codes": codes})
+        return sent_schema("json_schema", SCHEMA_PATHS[0][1], request)
+
+    fits = sent([f"C-{i}" for i in range(MAX_ENUM_VALUES - 3)])  # 3 grades + the codes
+    assert len(fits["properties"]["code"]["enum"]) == MAX_ENUM_VALUES - 3
+    assert enum_values(fits) == MAX_ENUM_VALUES
+    too_many = sent([f"C-{i}" for i in range(MAX_ENUM_VALUES - 2)])
+    assert "enum" not in too_many["properties"]["code"]
+    assert too_many["properties"]["grade"]["enum"] == ["low", "mid", "high"]
 
 
 @pytest.mark.parametrize(("mode", "path"), SCHEMA_PATHS)

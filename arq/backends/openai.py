@@ -21,15 +21,14 @@ import openai
 from arq.backends.base import Capabilities, Chunk, Settings
 from arq.checks import AllowedValues
 from arq.errors import BackendError
-from arq.jsonschema import json_schema
+from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
 from arq.trace import Usage, redact
 
 __all__ = ["PROFILES", "OpenAIBackend"]
 
-MAX_ENUM_VALUES = 500  # enum values sent in one schema (OpenAI allows 1,000)
-MAX_ENUM_CHARS = 7_500  # their characters (OpenAI allows 15,000 in a large enum)
+MAX_ENUM_CHARS = 7_500  # characters of the choices sent (OpenAI allows 15,000 in a large enum)
 
 PROFILES: dict[str, Capabilities] = {
     "openai": Capabilities(output="json_schema"),
@@ -276,13 +275,13 @@ def _translated(exc: Exception) -> Exception:
 def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
     """`schema` with each grounded step that has a list of choices (`one_of`, or the
     quotes that fit a pattern) narrowed to them (an `enum`), so a server that enforces the
-    schema holds the value to them. At most `MAX_ENUM_VALUES` values and
-    `MAX_ENUM_CHARS` characters in all, steps in order, a step whose list does not fit
-    skipped (OpenAI refuses larger enums); those, and quotes of a whole source, are left
-    to the check."""
+    schema holds the value to them. As many values as the schema's own enums leave under
+    OpenAI's `MAX_ENUM_VALUES` and at most `MAX_ENUM_CHARS` characters in all, steps in
+    order, a step whose list does not fit skipped (OpenAI refuses larger enums); those, and
+    quotes of a whole source, are left to the check."""
     properties = schema.get("properties", {})
     choices: dict[str, AllowedValues] = {}
-    values, chars = MAX_ENUM_VALUES, MAX_ENUM_CHARS
+    values, chars = MAX_ENUM_VALUES - enum_values(schema), MAX_ENUM_CHARS
     for step, held in request.allowed.items():
         if held.choices is None or step not in properties:
             continue
