@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import openai
@@ -13,6 +15,7 @@ import pytest
 from pydantic import Field
 
 import arq
+import arq.backends.openai
 from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings
 from arq.backends.openai import MAX_ENUM_CHARS, PROFILES, OpenAIBackend
 from arq.errors import BackendError
@@ -696,6 +699,44 @@ def test_sync_client_settings_are_used(server: FakeOpenAIServer) -> None:
     assert request.headers["authorization"] == "Bearer [REDACTED]"
     assert request.headers["x-team"] == "support"
     assert request.headers["x-stainless-async"].startswith("async")  # an async twin sent it
+
+
+def test_sync_client_headers_reach_the_async_twin_and_no_sdk_header_does(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(Reply(TEXT))
+    with openai.OpenAI(
+        base_url=server.base_url,
+        api_key="sk-sync-client-key",
+        organization="org-support",
+        default_headers={"User-Agent": "support-bot/1"},
+    ) as client:
+        client = client.with_options(default_headers={"X-Team": "support"})
+        stream(OpenAIBackend("gpt-test", client=client))
+    headers = server.requests[0].headers
+    assert (headers["user-agent"], headers["x-team"]) == ("support-bot/1", "support")
+    assert headers["openai-organization"] == "org-support"
+    assert headers["x-stainless-async"].startswith("async")
+    assert headers["x-stainless-retry-count"] == "0"
+
+
+def test_the_backend_reads_no_private_name_of_the_sdk() -> None:
+    """Underscore names of `openai` break on its next release: only `self` has them here."""
+    tree = ast.parse(Path(arq.backends.openai.__file__).read_text(encoding="utf-8"))
+    private = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
+    modules = [
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and "._" in node.module
+    ]
+    assert (private, modules) == ([], [])
 
 
 def test_async_client_is_used_without_its_retries(server: FakeOpenAIServer) -> None:

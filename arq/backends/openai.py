@@ -100,8 +100,7 @@ class OpenAIBackend:
                 organization=client.organization,
                 project=client.project,
                 timeout=client.timeout,
-                # the headers the caller gave the client (the SDK keeps no public copy)
-                default_headers=client._custom_headers or None,
+                default_headers=_headers_given(client),
             )
         elif client is not None:
             raise TypeError(f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}")
@@ -222,6 +221,23 @@ class OpenAIBackend:
         except asyncio.CancelledError:
             self._clients.pop(asyncio.get_running_loop(), None)
             await client.close()
+
+
+def _headers_given(client: openai.OpenAI) -> dict[str, str] | None:
+    """The headers the caller gave `client`, for its async twin: the SDK's public
+    `default_headers` mixes them with its own, so those of a client given none are left out
+    (the twin sends its own, such as its User-Agent)."""
+    with openai.OpenAI(
+        api_key="unused",
+        base_url=client.base_url,
+        organization=client.organization,
+        project=client.project,
+        max_retries=0,
+    ) as plain:
+        own = plain.default_headers
+    headers = client.default_headers.items()
+    given = {k: v for k, v in headers if isinstance(v, str) and own.get(k) != v}
+    return given or None
 
 
 def _chunk(event: Any) -> Chunk | None:
