@@ -51,20 +51,10 @@ class ScriptedBackend:
         name: str = "scripted",
     ) -> None:
         self._replies = list(replies)
-        self._capabilities = capabilities or Capabilities()
+        self.capabilities = capabilities or Capabilities()
         self._finish_reason = finish_reason
-        self._name = name
+        self.name = name
         self.calls: list[_Call] = []
-
-    @property
-    def name(self) -> str:
-        """The model name."""
-        return self._name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The capabilities given."""
-        return self._capabilities
 
     @property
     def requests(self) -> list[Request]:
