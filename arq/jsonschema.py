@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 
 from arq.schema import Reasoning, _cached, _require_schema, steps
 
-__all__ = ["Dialect", "Finding", "json_schema", "lint"]
+__all__ = ["Dialect", "Finding", "enum_values", "json_schema", "lint"]
 
 Dialect = Literal["openai-strict", "json-schema"]
 Severity = Literal["error", "warning", "info"]
@@ -39,7 +39,7 @@ Node = dict[str, Any]
 # 100 properties / 5 levels / 15,000 characters / 500 enum values).
 MAX_PROPERTIES = 5000  # object properties in the whole schema
 MAX_DEPTH = 10  # levels of object nesting, the root object being level 1
-MAX_ENUM_VALUES = 1000  # enum values across all enums
+MAX_ENUM_VALUES = 1000  # across all enums (OpenAIBackend's narrowed choices included)
 MAX_TEXT = 120_000  # characters of property names, definition names, enum and const values
 LARGE_ENUM = 250  # a single string enum with more values than this ...
 MAX_LARGE_ENUM_TEXT = 15_000  # ... may hold at most this many characters
@@ -364,9 +364,20 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def enum_values(doc: Node) -> int:
+    """Enum values in a schema as sent, as counted against `MAX_ENUM_VALUES`."""
+    count, stack = 0, [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node.get("enum"), list):
+            count += len(node["enum"])
+        stack.extend(child for _, _, child in _children(node))
+    return count
+
+
 def _limit_findings(doc: Node) -> list[Finding]:
     """Whole-schema limits, counted over the schema as sent (inlined copies count again)."""
-    properties = enum_values = text = 0
+    properties = text = 0
     stack = [doc]
     while stack:
         node = stack.pop()
@@ -376,7 +387,6 @@ def _limit_findings(doc: Node) -> list[Finding]:
             text += sum(len(name) for name in names)
         text += sum(len(name) for name in node.get("$defs") or ())
         if isinstance(node.get("enum"), list):
-            enum_values += len(node["enum"])
             text += sum(len(_text(v)) for v in node["enum"])
         if "const" in node:
             text += len(_text(node["const"]))
@@ -384,7 +394,7 @@ def _limit_findings(doc: Node) -> list[Finding]:
     found = []
     for count, limit, what, code in (
         (properties, MAX_PROPERTIES, "object properties", "strict-too-many-properties"),
-        (enum_values, MAX_ENUM_VALUES, "enum values", "strict-too-many-enum-values"),
+        (enum_values(doc), MAX_ENUM_VALUES, "enum values", "strict-too-many-enum-values"),
         (text, MAX_TEXT, "characters of names, enum and const values", "strict-too-much-text"),
     ):
         if count > limit:

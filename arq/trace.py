@@ -3,7 +3,8 @@
 A `Trace` records each call to the model as an `Attempt` (its request, the raw text
 received, the steps checked with their timings, the error that ended it) so a run can be
 explained afterwards and written to JSONL. Secrets never reach a trace: `redact` masks API
-keys and Authorization values in every text that is written out.
+keys and Authorization values in every text that is written out; `redact_headers` applies
+the same rule to HTTP headers, masking credential headers whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -24,8 +26,10 @@ __all__ = [
     "StepRecord",
     "Trace",
     "Usage",
+    "estimate_tokens",
     "redact",
     "redact_all",
+    "redact_headers",
 ]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -40,19 +44,41 @@ _SECRETS = re.compile(
 )
 
 
+# Headers whose whole value is a credential, whatever it looks like.
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+)
+
+
 def redact(text: str) -> str:
     """`text` with API keys and bearer tokens replaced by `***`."""
     return _SECRETS.sub(lambda m: (m.group("lead") or "") + "***", text)
 
 
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` with a credential header's value replaced by `[REDACTED]` (an Authorization
+    scheme kept: "Bearer [REDACTED]") and every other value passed through `redact`."""
+    clean = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _CREDENTIAL_HEADERS:
+            scheme, space, _ = value.partition(" ")
+            keep = space and lower.endswith("authorization")
+            clean[name] = f"{scheme} [REDACTED]" if keep else "[REDACTED]"
+        else:
+            clean[name] = redact(value)
+    return clean
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens spent.
+    """Tokens spent: what a backend reports on a `Chunk`, what the fake server is told to
+    report, and what a call and a run add up to.
 
     `estimated` is true when some count was not reported by the service: a stream that
     arq closed early reports no usage, so its output tokens are the content chunks
-    received (servers send about one token per chunk) and its prompt tokens are the
-    prompt's characters divided by four.
+    received (servers send about one token per chunk) and its prompt tokens are
+    `estimate_tokens` of the prompt's characters.
     """
 
     prompt_tokens: int = 0
@@ -70,6 +96,13 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.estimated or other.estimated,
         )
+
+
+def estimate_tokens(text_or_chars: str | int, *, round_up: bool = False) -> int:
+    """About one token per four characters of a text (or of a count of characters),
+    rounded down, or up with `round_up`, for counts no tokenizer has made."""
+    chars = text_or_chars if isinstance(text_or_chars, int) else len(text_or_chars)
+    return -(-chars // 4) if round_up else chars // 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import socket
 from collections.abc import Iterator
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import openai
 import pytest
 from pydantic import Field
 
 import arq
-from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings, TokenCounts
-from arq.backends.openai import MAX_ENUM_CHARS, MAX_ENUM_VALUES, PROFILES, OpenAIBackend
+import arq.backends.openai
+from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings
+from arq.backends.openai import MAX_ENUM_CHARS, PROFILES, OpenAIBackend
 from arq.errors import BackendError
-from arq.jsonschema import json_schema
+from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import PromptBuilder, Request
 from arq.testing import (
     DropAfter,
@@ -106,7 +109,7 @@ def finish_reasons(chunks: list[Chunk]) -> list[str]:
     return [c.finish_reason for c in chunks if c.finish_reason is not None]
 
 
-def usages(chunks: list[Chunk]) -> list[TokenCounts]:
+def usages(chunks: list[Chunk]) -> list[Usage]:
     return [c.usage for c in chunks if c.usage is not None]
 
 
@@ -272,6 +275,24 @@ def test_payload_sends_the_quotes_that_fit_a_pattern_and_caps_the_enum_values() 
     assert schema["properties"]["tag"]["enum"] == ["x", "y"]
 
 
+class Graded(arq.Reasoning):
+    grade: Literal["low", "mid", "high"] = arq.query("How urgent?")
+    code: Annotated[str, arq.one_of("codes")] = arq.answer("Which code?")
+
+
+def test_the_schemas_own_enums_count_against_the_enum_limit() -> None:
+    def sent(codes: list[str]) -> Any:
+        request = PromptBuilder().build(Graded, {"codes": codes})
+        return sent_schema("json_schema", SCHEMA_PATHS[0][1], request)
+
+    fits = sent([f"C-{i}" for i in range(MAX_ENUM_VALUES - 3)])  # 3 grades + the codes
+    assert len(fits["properties"]["code"]["enum"]) == MAX_ENUM_VALUES - 3
+    assert enum_values(fits) == MAX_ENUM_VALUES
+    too_many = sent([f"C-{i}" for i in range(MAX_ENUM_VALUES - 2)])
+    assert "enum" not in too_many["properties"]["code"]
+    assert too_many["properties"]["grade"]["enum"] == ["low", "mid", "high"]
+
+
 @pytest.mark.parametrize(("mode", "path"), SCHEMA_PATHS)
 def test_repair_payload_asks_for_the_remaining_steps_only(
     mode: OutputMode, path: tuple[str | int, ...]
@@ -386,9 +407,9 @@ def test_stream_each_mode(server: FakeOpenAIServer, mode: OutputMode) -> None:
 def test_stream_reports_the_given_usage_last(server: FakeOpenAIServer) -> None:
     server.script(Reply(TEXT, usage=Usage(prompt_tokens=11, completion_tokens=7)))
     chunks = stream(backend_for(server))
-    assert chunks[-1].usage == TokenCounts(prompt_tokens=11, completion_tokens=7)
+    assert chunks[-1].usage == Usage(prompt_tokens=11, completion_tokens=7)
     assert chunks[-1].text == ""
-    assert usages(chunks) == [TokenCounts(11, 7)]
+    assert usages(chunks) == [Usage(11, 7)]
 
 
 def test_stream_without_usage(server: FakeOpenAIServer) -> None:
@@ -678,6 +699,44 @@ def test_sync_client_settings_are_used(server: FakeOpenAIServer) -> None:
     assert request.headers["authorization"] == "Bearer [REDACTED]"
     assert request.headers["x-team"] == "support"
     assert request.headers["x-stainless-async"].startswith("async")  # an async twin sent it
+
+
+def test_sync_client_headers_reach_the_async_twin_and_no_sdk_header_does(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(Reply(TEXT))
+    with openai.OpenAI(
+        base_url=server.base_url,
+        api_key="sk-sync-client-key",
+        organization="org-support",
+        default_headers={"User-Agent": "support-bot/1"},
+    ) as client:
+        client = client.with_options(default_headers={"X-Team": "support"})
+        stream(OpenAIBackend("gpt-test", client=client))
+    headers = server.requests[0].headers
+    assert (headers["user-agent"], headers["x-team"]) == ("support-bot/1", "support")
+    assert headers["openai-organization"] == "org-support"
+    assert headers["x-stainless-async"].startswith("async")
+    assert headers["x-stainless-retry-count"] == "0"
+
+
+def test_the_backend_reads_no_private_name_of_the_sdk() -> None:
+    """Underscore names of `openai` break on its next release: only `self` has them here."""
+    tree = ast.parse(Path(arq.backends.openai.__file__).read_text(encoding="utf-8"))
+    private = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
+    modules = [
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and "._" in node.module
+    ]
+    assert (private, modules) == ([], [])
 
 
 def test_async_client_is_used_without_its_retries(server: FakeOpenAIServer) -> None:

@@ -109,6 +109,15 @@ def record(server: FakeOpenAIServer, path: Path) -> arq.Result[SupportReply]:
         return executor.run(SupportReply, CONTEXT)
 
 
+def replay_of_one_good_call(tmp_path: Path) -> ReplayBackend:
+    """A cassette of one call answered with GOOD, replayed."""
+    path = tmp_path / "reply.json"
+    with FakeOpenAIServer() as server:
+        server.script(Reply(json.dumps(GOOD)))
+        record(server, path)
+    return ReplayBackend(path)
+
+
 def test_a_recording_replays_offline_to_the_same_result(tmp_path: Path) -> None:
     path = tmp_path / "reply.json"
     with FakeOpenAIServer() as server:
@@ -130,11 +139,7 @@ def test_a_recording_replays_offline_to_the_same_result(tmp_path: Path) -> None:
 
 
 def test_a_changed_request_fails_with_a_diff(tmp_path: Path) -> None:
-    path = tmp_path / "reply.json"
-    with FakeOpenAIServer() as server:
-        server.script(Reply(json.dumps(GOOD)))
-        record(server, path)
-    replay = ReplayBackend(path)
+    replay = replay_of_one_good_call(tmp_path)
     changed = {"conversation": "Hi, my order A-1234 is late. I want a refund."}
     with arq.Executor(replay) as executor, pytest.raises(CassetteMismatch) as caught:
         executor.run(SupportReply, changed)
@@ -146,11 +151,7 @@ def test_a_changed_request_fails_with_a_diff(tmp_path: Path) -> None:
 
 
 def test_fewer_or_more_calls_than_recorded_fail(tmp_path: Path) -> None:
-    path = tmp_path / "reply.json"
-    with FakeOpenAIServer() as server:
-        server.script(Reply(json.dumps(GOOD)))
-        record(server, path)
-    replay = ReplayBackend(path)
+    replay = replay_of_one_good_call(tmp_path)
     with pytest.raises(CassetteMismatch, match="1 recorded call"):
         replay.check_all_replayed()
 

@@ -2,7 +2,8 @@
 
 `OpenAIBackend` (any OpenAI-compatible server) and `LlamaCppBackend` (an embedded
 llama.cpp model) are imported on first use, so `import arq` stays light and the optional
-`llama-cpp-python` is needed only by those who use it.
+`llama-cpp-python` is needed only by those who use it. `Usage` is `arq.trace.Usage`, the
+tokens a `Chunk` reports.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings, TokenCounts
+from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings
+from arq.trace import Usage
 
 if TYPE_CHECKING:
     from arq.backends.llamacpp import LlamaCppBackend
@@ -24,7 +26,7 @@ __all__ = [
     "OpenAIBackend",
     "OutputMode",
     "Settings",
-    "TokenCounts",
+    "Usage",
 ]
 
 _LAZY = {"OpenAIBackend": "arq.backends.openai", "LlamaCppBackend": "arq.backends.llamacpp"}

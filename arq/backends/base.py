@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from arq.prompt import Request
+from arq.trace import Usage
 
-__all__ = ["Backend", "Capabilities", "Chunk", "OutputMode", "Settings", "TokenCounts"]
+__all__ = ["Backend", "Capabilities", "Chunk", "OutputMode", "Settings"]
 
 OutputMode = Literal["json_schema", "json_object_schema", "json_object", "tool", "prompt"]
 """How the output is constrained.
@@ -66,14 +67,6 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenCounts:
-    """Token usage as the service reported it."""
-
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
 class Chunk:
     """A piece of a streamed answer.
 
@@ -81,13 +74,14 @@ class Chunk:
         text: New output text (content, or a forced tool call's arguments).
         finish_reason: Set on the chunk that ends the answer ("stop", "length",
             "content_filter", "tool_calls", ...).
-        usage: Token counts, on the chunk that carries them (usually the last).
+        usage: Tokens as the service reported them, on the chunk that carries them
+            (usually the last).
         refusal: Refusal text the service sent instead of content.
     """
 
     text: str = ""
     finish_reason: str | None = None
-    usage: TokenCounts | None = None
+    usage: Usage | None = None
     refusal: str | None = None
 
 

@@ -18,18 +18,17 @@ from typing import Any, Literal
 
 import openai
 
-from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Capabilities, Chunk, Settings
 from arq.checks import AllowedValues
 from arq.errors import BackendError
-from arq.jsonschema import json_schema
+from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
-from arq.trace import redact
+from arq.trace import Usage, redact
 
 __all__ = ["PROFILES", "OpenAIBackend"]
 
-MAX_ENUM_VALUES = 500  # enum values sent in one schema (OpenAI allows 1,000)
-MAX_ENUM_CHARS = 7_500  # their characters (OpenAI allows 15,000 in a large enum)
+MAX_ENUM_CHARS = 7_500  # characters of the choices sent (OpenAI allows 15,000 in a large enum)
 
 PROFILES: dict[str, Capabilities] = {
     "openai": Capabilities(output="json_schema"),
@@ -101,8 +100,7 @@ class OpenAIBackend:
                 organization=client.organization,
                 project=client.project,
                 timeout=client.timeout,
-                # the headers the caller gave the client (the SDK keeps no public copy)
-                default_headers=client._custom_headers or None,
+                default_headers=_headers_given(client),
             )
         elif client is not None:
             raise TypeError(f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}")
@@ -225,10 +223,27 @@ class OpenAIBackend:
             await client.close()
 
 
+def _headers_given(client: openai.OpenAI) -> dict[str, str] | None:
+    """The headers the caller gave `client`, for its async twin: the SDK's public
+    `default_headers` mixes them with its own, so those of a client given none are left out
+    (the twin sends its own, such as its User-Agent)."""
+    with openai.OpenAI(
+        api_key="unused",
+        base_url=client.base_url,
+        organization=client.organization,
+        project=client.project,
+        max_retries=0,
+    ) as plain:
+        own = plain.default_headers
+    headers = client.default_headers.items()
+    given = {k: v for k, v in headers if isinstance(v, str) and own.get(k) != v}
+    return given or None
+
+
 def _chunk(event: Any) -> Chunk | None:
     usage = None
     if getattr(event, "usage", None) is not None:
-        usage = TokenCounts(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
+        usage = Usage(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
     if not event.choices:
         return Chunk(usage=usage) if usage is not None else None
     choice = event.choices[0]
@@ -276,13 +291,13 @@ def _translated(exc: Exception) -> Exception:
 def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
     """`schema` with each grounded step that has a list of choices (`one_of`, or the
     quotes that fit a pattern) narrowed to them (an `enum`), so a server that enforces the
-    schema holds the value to them. At most `MAX_ENUM_VALUES` values and
-    `MAX_ENUM_CHARS` characters in all, steps in order, a step whose list does not fit
-    skipped (OpenAI refuses larger enums); those, and quotes of a whole source, are left
-    to the check."""
+    schema holds the value to them. As many values as the schema's own enums leave under
+    OpenAI's `MAX_ENUM_VALUES` and at most `MAX_ENUM_CHARS` characters in all, steps in
+    order, a step whose list does not fit skipped (OpenAI refuses larger enums); those, and
+    quotes of a whole source, are left to the check."""
     properties = schema.get("properties", {})
     choices: dict[str, AllowedValues] = {}
-    values, chars = MAX_ENUM_VALUES, MAX_ENUM_CHARS
+    values, chars = MAX_ENUM_VALUES - enum_values(schema), MAX_ENUM_CHARS
     for step, held in request.allowed.items():
         if held.choices is None or step not in properties:
             continue

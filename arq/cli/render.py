@@ -45,7 +45,7 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         write_json(out, wire)
     else:
         out.write("none: the schema is in the prompt only\n")
-    chars = sum(len(m["content"]) for m in request.messages)
+    chars = request.prompt_chars()
     tokens, note = _prompt_tokens(request)
     if tokens is None:
         out.write(f"\nsize: {chars} characters ({note})\n")

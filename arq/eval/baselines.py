@@ -25,7 +25,7 @@ from arq.errors import OutputError, OutputParseError, StepError, TruncatedOutput
 from arq.parsing import StepParser
 from arq.prompt import PromptBuilder, Request
 from arq.schema import Reasoning, steps
-from arq.trace import Usage
+from arq.trace import Usage, estimate_tokens
 from arq.validation import StepChecker
 
 __all__ = ["BaselineResult", "CallOutcome", "check_answer", "single_pass", "whole_object_reask"]
@@ -223,13 +223,13 @@ async def _call(
             refusal += chunk.refusal or ""
             finish = chunk.finish_reason or finish
             if chunk.usage is not None:
-                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                usage = chunk.usage
     finally:
         await stream.aclose()
     text = "".join(parts)
     if usage is None:  # not reported: counted as the executor counts it
-        chars = sum(len(m["content"]) for m in request.messages) + len(request.prefill)
-        usage = Usage(chars // 4, sum(1 for p in parts if p), estimated=True)
+        chunks = sum(1 for p in parts if p)
+        usage = Usage(estimate_tokens(request.prompt_chars()), chunks, estimated=True)
     output, step_ok, found = check_answer(schema, text, context, tolerant=tolerant)
     if finish == "length":  # said once below, with the reason
         found = [e for e in found if not isinstance(e, TruncatedOutputError)]

@@ -74,6 +74,10 @@ class Request:
     metadata: dict[str, Any] = field(default_factory=dict)
     allowed: Mapping[str, AllowedValues] = field(default_factory=dict)
 
+    def prompt_chars(self) -> int:
+        """Characters of the prompt: the messages' texts and the prefill."""
+        return sum(len(m["content"]) for m in self.messages) + len(self.prefill)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot, with the schema given by its name."""
         snapshot: dict[str, Any] = {

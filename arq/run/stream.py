@@ -26,7 +26,7 @@ from arq.events import Event, StepAccepted
 from arq.parsing import ObjectCompleted, StepCompleted, StepParser
 from arq.prompt import Request
 from arq.schema import steps
-from arq.trace import Attempt, StepRecord, Usage
+from arq.trace import Attempt, StepRecord, Usage, estimate_tokens
 from arq.validation import StepChecker, budget_error
 
 __all__ = ["StreamReader", "StreamWatchdog", "read_call"]
@@ -121,12 +121,12 @@ class StreamReader:
         self.finish_reason: str | None = None
         self.done = False  # the JSON object is complete
         self.finished = False  # nothing more worth reading: prose after the object
-        self.prompt_chars = sum(len(m["content"]) for m in request.messages) + len(request.prefill)
+        self.prompt_chars = request.prompt_chars()
 
     def take(self, chunk: Chunk, elapsed: float) -> list[Event]:
         """Read one chunk; the steps it completes, each accepted (or a `StepError`)."""
         if chunk.usage is not None:
-            self.reported = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            self.reported = chunk.usage
         if chunk.refusal:
             self.refusal.append(chunk.refusal)
         if chunk.finish_reason is not None:
@@ -227,7 +227,7 @@ class StreamReader:
         if self.reported is not None:
             return self.reported
         # no usage reported (a stream closed early reports none): estimate it
-        return Usage(self.prompt_chars // 4, self.chunks, estimated=True)
+        return Usage(estimate_tokens(self.prompt_chars), self.chunks, estimated=True)
 
 
 class StreamWatchdog:

@@ -33,12 +33,12 @@ from arq.testing.replies import (
     Stall,
     Status,
     Truncated,
-    Usage,
     split_pieces,
 )
 from arq.testing.schema import SchemaResponder, request_schema, schema_instance, schema_reply
 from arq.testing.scripted import ScriptedBackend
 from arq.testing.server import FakeOpenAIServer
+from arq.trace import Usage
 
 __all__ = [
     "CassetteMismatch",

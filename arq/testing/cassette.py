@@ -23,10 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from arq.backends.base import Backend, Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Backend, Capabilities, Chunk, Settings
 from arq.errors import BackendError, CassetteMismatch
 from arq.prompt import Request
-from arq.trace import redact_all
+from arq.trace import Usage, redact_all
 
 __all__ = ["RecordingBackend", "ReplayBackend"]
 
@@ -108,7 +108,8 @@ class ReplayBackend:
     """Replays a cassette: each call must match the next recorded request.
 
     Raises `CassetteMismatch` (an `AssertionError`) with a diff when it does not, when more
-    calls come than were recorded, and from `check_all_replayed` when fewer came.
+    calls come than were recorded, and from `check_all_replayed` when fewer came. Its
+    `name` and `capabilities` are those of the recorded backend.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -121,20 +122,10 @@ class ReplayBackend:
             ) from None
         if not isinstance(cassette, dict) or cassette.get("version") != VERSION:
             raise CassetteMismatch(f"{self.path} is not a version-{VERSION} arq cassette")
-        self._name = str(cassette["backend"]["name"])
-        self._capabilities = Capabilities(**cassette["backend"]["capabilities"])
+        self.name = str(cassette["backend"]["name"])
+        self.capabilities = Capabilities(**cassette["backend"]["capabilities"])
         self.exchanges: list[dict[str, Any]] = list(cassette["exchanges"])
         self.replayed = 0
-
-    @property
-    def name(self) -> str:
-        """The recorded backend's name."""
-        return self._name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The recorded backend's capabilities."""
-        return self._capabilities
 
     async def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
         """Check the request against the next recording, then replay its chunks."""
@@ -157,7 +148,7 @@ class ReplayBackend:
             yield Chunk(
                 text=record.get("text", ""),
                 finish_reason=record.get("finish_reason"),
-                usage=TokenCounts(*usage) if usage else None,
+                usage=Usage(*usage) if usage else None,
                 refusal=record.get("refusal"),
             )
         error = exchange.get("error")

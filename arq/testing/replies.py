@@ -17,7 +17,7 @@ server.script(
 )
 ```
 
-`flatten`, `Render`, `redact` and `as_scripted` are the server's helpers, kept here so the
+`flatten`, `Render` and `as_scripted` are the server's helpers, kept here so the
 wire payloads sit next to the types they render.
 """
 
@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeAlias
 
+from arq.trace import Usage, estimate_tokens
+
 __all__ = [
     "DropAfter",
     "Malformed",
@@ -41,17 +43,8 @@ __all__ = [
     "Stall",
     "Status",
     "Truncated",
-    "Usage",
     "split_pieces",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts to report instead of the estimated ones."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,9 @@ class Reply:
         tokens_per_second: Pace of the pieces, to act as a slow model; None is as fast as
             possible.
         finish_reason: Sent on the last chunk ("stop", "length", "content_filter", ...).
-        usage: True estimates the counts, a `Usage` gives them, None sends none. Streams
-            carry usage only when the request sets `stream_options.include_usage`.
+        usage: True estimates the counts, a `Usage` (`arq.trace.Usage`) gives them,
+            None sends none. Streams carry usage only when the request sets
+            `stream_options.include_usage`.
         refusal: A structured-outputs refusal, sent as `refusal` pieces with null content.
         tool_call: None calls a tool only when the request forces one (a named
             `tool_choice`, or "required"); "auto" also calls the first offered tool when
@@ -205,7 +199,7 @@ class ReceivedRequest:
     Attributes:
         method: "POST", "GET", ...
         path: The path without the query string, e.g. "/v1/chat/completions".
-        headers: Lower-cased names; credentials (Authorization, api-key) are redacted.
+        headers: Lower-cased names; credentials masked (see `arq.trace.redact_headers`).
         body: The parsed JSON body, or None.
         connection: Serial number of the TCP connection (keep-alive requests share it).
         reply: The scripted item served, once chosen.
@@ -246,21 +240,6 @@ def as_scripted(item: object, source: str) -> Scripted:
     if isinstance(item, Reply | Status | DropAfter | Stall | Malformed):
         return item
     raise TypeError(f"{source} gave {item!r}, not a Reply, Status or fault")
-
-
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
-)
-
-
-def redact(headers: dict[str, str]) -> dict[str, str]:
-    """Replace credentials, keeping an Authorization scheme ("Bearer [REDACTED]")."""
-    clean = dict(headers)
-    for name in _SECRET_HEADERS & clean.keys():
-        scheme, space, _ = clean[name].partition(" ")
-        keep = space and name.endswith("authorization")
-        clean[name] = f"{scheme} [REDACTED]" if keep else "[REDACTED]"
-    return clean
 
 
 # Token-like pieces of 1-8 characters: an optional leading space and a short word, one
@@ -387,7 +366,8 @@ class Render:
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
-    """About one token per four characters of message text."""
+    """The estimated tokens of the messages' text, as a server would count them: a token
+    begun is a token, and no prompt is free."""
     chars = 0
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
@@ -395,4 +375,4 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
             chars += len(content)
         elif isinstance(content, list):
             chars += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
-    return max(1, (chars + 3) // 4)
+    return max(1, estimate_tokens(chars, round_up=True))

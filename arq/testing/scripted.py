@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
-from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Capabilities, Chunk, Settings
 from arq.prompt import Request
 from arq.testing.replies import split_pieces
+from arq.trace import Usage, estimate_tokens
 
 __all__ = ["ScriptedBackend", "ScriptedReply"]
 
@@ -50,20 +51,10 @@ class ScriptedBackend:
         name: str = "scripted",
     ) -> None:
         self._replies = list(replies)
-        self._capabilities = capabilities or Capabilities()
+        self.capabilities = capabilities or Capabilities()
         self._finish_reason = finish_reason
-        self._name = name
+        self.name = name
         self.calls: list[_Call] = []
-
-    @property
-    def name(self) -> str:
-        """The model name."""
-        return self._name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The capabilities given."""
-        return self._capabilities
 
     @property
     def requests(self) -> list[Request]:
@@ -88,8 +79,8 @@ class ScriptedBackend:
         pieces = split_pieces(text)
         for piece in pieces:
             yield Chunk(text=piece)
-        prompt = sum(len(m["content"]) for m in request.messages) // 4
-        usage = TokenCounts(prompt_tokens=prompt, completion_tokens=len(pieces))
+        prompt = estimate_tokens(request.prompt_chars())
+        usage = Usage(prompt_tokens=prompt, completion_tokens=len(pieces))
         yield Chunk(finish_reason=self._finish_reason, usage=usage)
 
     async def aclose(self) -> None:

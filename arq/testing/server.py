@@ -35,8 +35,8 @@ from arq.testing.replies import (
     Status,
     as_scripted,
     flatten,
-    redact,
 )
+from arq.trace import redact_headers
 
 __all__ = ["FakeOpenAIServer"]
 
@@ -190,7 +190,9 @@ class FakeOpenAIServer:
         body: Any = None
         with contextlib.suppress(ValueError):
             body = json.loads(raw) if raw else None
-        rec = ReceivedRequest(method, target.split("?")[0], redact(headers), body, conn.serial)
+        rec = ReceivedRequest(
+            method, target.split("?")[0], redact_headers(headers), body, conn.serial
+        )
         with self._lock:
             self._requests.append(rec)
             serial = len(self._requests)

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from arq.backends.base import Capabilities, Chunk, Settings, TokenCounts
+from arq.backends.base import Capabilities, Chunk, Settings
 from arq.backends.llamacpp.exclusion import Exclusion
 from arq.backends.llamacpp.grammar import json_grammar
 from arq.backends.llamacpp.grounded import Grounded
@@ -48,6 +48,7 @@ from arq.backends.llamacpp.tokens import TokenTable
 from arq.backends.llamacpp.weights import check_encoding, reencoded
 from arq.errors import BackendError, ModelNotFoundError
 from arq.prompt import Request
+from arq.trace import Usage
 
 if TYPE_CHECKING:
     from arq.backends.llamacpp.decoding import Decoding, Vocabulary
@@ -441,7 +442,7 @@ class LlamaCppBackend:
                 if not stop.is_set():
                     raise BackendError("LlamaCppBackend was closed", retryable=False)
                 return
-            usage = TokenCounts(prompt_tokens=len(tokens), completion_tokens=count)
+            usage = Usage(prompt_tokens=len(tokens), completion_tokens=count)
             emit(Chunk("", finish_reason=finish, usage=usage))
         except BackendError as exc:
             emit(exc)
