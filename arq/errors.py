@@ -5,10 +5,14 @@ ArqError
 ├── SchemaError            the reasoning schema is defined wrongly (developer)
 ├── TemplateError          a prompt template is wrong or misses a variable (developer)
 ├── ContextError           a check needs a context value the run was not given (developer)
+├── InvalidArgumentError   a value arq cannot use: out of range, malformed, of the wrong type
+│                          (developer; also a ValueError and a TypeError)
+├── StateError             a call the object's state rules out: closed, not started (developer)
+├── AssertionFailed        an arq.testing assertion failed (the test's expectation)
+│   └── CassetteMismatch   a replayed run differs from its recording
 ├── UsageError             bad input to the `arq` command (user)
 ├── DatasetError           an evaluation dataset item is malformed (user; also a ValueError)
 ├── ModelNotFoundError     no GGUF model file for the local backend (also a FileNotFoundError)
-├── CassetteMismatch       a replayed run differs from its recording (also an AssertionError)
 ├── BackendError           the model service failed (status, retryable, retry_after)
 ├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
 └── OutputError            the model's output cannot be accepted
@@ -34,12 +38,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArqError",
+    "AssertionFailed",
     "BackendError",
     "CassetteMismatch",
     "ContextError",
     "ConvergenceError",
     "DatasetError",
     "DeadlineExceededError",
+    "InvalidArgumentError",
     "ModelNotFoundError",
     "NO_VALUE",
     "RefusalError",
@@ -47,6 +53,7 @@ __all__ = [
     "OutputParseError",
     "ParseProblem",
     "SchemaError",
+    "StateError",
     "StepError",
     "TemplateError",
     "TruncatedOutputError",
@@ -101,7 +108,23 @@ class ModelNotFoundError(ArqError, FileNotFoundError):
     and the default model package is not installed."""
 
 
-class CassetteMismatch(ArqError, AssertionError):
+class InvalidArgumentError(ArqError, ValueError, TypeError):
+    """An arq function or class was given a value it cannot use: out of range, malformed, or
+    of the wrong type. It is also a `ValueError` and a `TypeError`, as Python's own argument
+    checks are, so code written against those keeps working."""
+
+
+class StateError(ArqError, RuntimeError):
+    """A call that the object's state rules out: a closed backend, a test server that is not
+    running, a blocking run from inside the executor's own event loop."""
+
+
+class AssertionFailed(ArqError, AssertionError):
+    """An `arq.testing` assertion failed: the test's expectation does not hold. It is an
+    `AssertionError`, so pytest reports it as a failed assertion."""
+
+
+class CassetteMismatch(AssertionFailed):
     """The run does not match its recording: re-record it if the change is intended."""
 
 

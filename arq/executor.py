@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from arq.backends.base import Backend, Settings
-from arq.errors import ArqError
+from arq.errors import ArqError, InvalidArgumentError, StateError
 from arq.events import Event, OutputAccepted
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
@@ -64,8 +64,8 @@ class Executor:
         concurrency: Runs at once in `map` / `amap` unless given there.
 
     Raises:
-        TypeError: `backend` does not implement `arq.backends.Backend`.
-        ValueError: a count or a time is out of range.
+        InvalidArgumentError: `backend` does not implement `arq.backends.Backend`, or a
+            count or a time is out of range.
     """
 
     def __init__(
@@ -94,7 +94,7 @@ class Executor:
             idle_timeout=idle_timeout,
         )
         if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+            raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
         self.concurrency = concurrency
         self._thread = _LoopThread()
 
@@ -276,7 +276,7 @@ class _LoopThread:
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
             coroutine.close()
-            raise RuntimeError(
+            raise StateError(
                 "Executor.run or map was called from inside a running executor task;"
                 " use `await executor.arun(...)` / `amap(...)` there"
             )

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from arq.errors import InvalidArgumentError
 from arq.schema import Reasoning, _cached, _require_schema, steps
 
 __all__ = ["Dialect", "Finding", "enum_values", "json_schema", "lint"]
@@ -115,7 +116,7 @@ def json_schema(
         callers may change it.
     """
     if dialect not in get_args(Dialect):
-        raise ValueError(f"unknown dialect {dialect!r}; use one of {get_args(Dialect)}")
+        raise InvalidArgumentError(f"unknown dialect {dialect!r}; use one of {get_args(Dialect)}")
     schema = _require_schema(schema)
     built = _cached(schema, f"json_schema:{dialect}", lambda: _build(schema, dialect))
     if steps is not None:
@@ -131,7 +132,7 @@ def _restrict(schema: type[Reasoning], doc: Node, names: tuple[str, ...]) -> Nod
     """`doc` with only the properties `names`, and the definitions they still reach."""
     unknown = [n for n in names if n not in doc["properties"]]
     if unknown:
-        raise ValueError(f"{schema.__name__} has no step {', '.join(map(repr, unknown))}")
+        raise InvalidArgumentError(f"{schema.__name__} has no step {', '.join(map(repr, unknown))}")
     wanted = set(names)
     out = {k: v for k, v in doc.items() if k not in ("properties", "required", "$defs")}
     out["properties"] = {k: v for k, v in doc["properties"].items() if k in wanted}
@@ -162,7 +163,7 @@ def lint(schema: type[Reasoning], *, dialect: Dialect = "openai-strict") -> list
     only the findings that concern every provider (key order, recursion) are given.
     """
     if dialect not in get_args(Dialect):
-        raise ValueError(f"unknown dialect {dialect!r}; use one of {get_args(Dialect)}")
+        raise InvalidArgumentError(f"unknown dialect {dialect!r}; use one of {get_args(Dialect)}")
     schema = _require_schema(schema)
     return list(_cached(schema, f"lint:{dialect}", lambda: _lint(schema, dialect == "json-schema")))
 

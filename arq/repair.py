@@ -38,7 +38,14 @@ from typing import Any
 
 from arq.checks import AllowedValues
 from arq.context import context_text
-from arq.errors import NO_VALUE, OutputError, OutputParseError, StepError, value_key
+from arq.errors import (
+    NO_VALUE,
+    InvalidArgumentError,
+    OutputError,
+    OutputParseError,
+    StepError,
+    value_key,
+)
 from arq.schema import Reasoning, Step, cross_checks, steps
 
 __all__ = ["MAX_LINE", "RepairPlan", "Repairs", "evidence", "plan_repair"]
@@ -195,11 +202,11 @@ def plan_repair(
         context: The run's context, for evidence lines; none without it.
 
     Raises:
-        ValueError: every asked step is accepted.
+        InvalidArgumentError: every asked step is accepted.
     """
     remaining = [name for name in asked if name not in accepted]
     if not remaining:
-        raise ValueError("every step is accepted: there is nothing to repair")
+        raise InvalidArgumentError("every step is accepted: there is nothing to repair")
     kept = {name: accepted[name] for name in asked if name in accepted}
     step = {s.name: s for s in steps(schema)}[remaining[0]]
     failure_text = _failure_text(failure, step.name)

@@ -36,7 +36,7 @@ from email.utils import parsedate_to_datetime
 
 import tenacity
 
-from arq.errors import BackendError, DeadlineExceededError
+from arq.errors import BackendError, DeadlineExceededError, InvalidArgumentError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
@@ -117,22 +117,26 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ValueError(f"attempts must be an int, got {self.attempts!r}")
+            raise InvalidArgumentError(f"attempts must be an int, got {self.attempts!r}")
         if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1 (1 never retries), got {self.attempts}")
+            raise InvalidArgumentError(
+                f"attempts must be at least 1 (1 never retries), got {self.attempts}"
+            )
         for name in ("initial_wait", "max_wait", "retry_after_cap"):
             value = getattr(self, name)
             if not (_is_number(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+                raise InvalidArgumentError(
+                    f"{name} must be a finite number of seconds >= 0, got {value!r}"
+                )
         if not (_is_number(self.multiplier) and self.multiplier >= 1):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"multiplier must be a finite number >= 1 (1 waits the same each time), "
                 f"got {self.multiplier!r}"
             )
         if not (_is_number(self.jitter) and 0 <= self.jitter < 1):
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
+            raise InvalidArgumentError(f"jitter must be in [0, 1), got {self.jitter!r}")
         if not callable(self.sleep):
-            raise ValueError(f"sleep must be an async function, got {self.sleep!r}")
+            raise InvalidArgumentError(f"sleep must be an async function, got {self.sleep!r}")
 
     @classmethod
     def none(cls) -> RetryPolicy:
@@ -183,7 +187,7 @@ class RetryPolicy:
         def last_error(state: tenacity.RetryCallState) -> BackendError:
             error = state.outcome.exception() if state.outcome is not None else None
             if not isinstance(error, BackendError):  # pragma: no cover - retry filters these
-                raise TypeError(f"expected a BackendError outcome, got {error!r}")
+                raise InvalidArgumentError(f"expected a BackendError outcome, got {error!r}")
             return error
 
         def wait(state: tenacity.RetryCallState) -> float:

@@ -259,7 +259,7 @@ def test_unscripted_request_gets_a_clear_500(
 
 def test_failing_responder_surfaces_as_500(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     server.responder = SchemaResponder()  # the request below names no schema
-    with pytest.raises(openai.InternalServerError, match="responder raised ValueError"):
+    with pytest.raises(openai.InternalServerError, match="responder raised InvalidArgumentError"):
         client.chat.completions.create(model="m", messages=MESSAGES)
 
 

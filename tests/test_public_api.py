@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 import arq
 
 EXPECTED = [
@@ -203,3 +205,16 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     # the example feeds an order id that the conversation does not contain
     assert out.stdout.startswith('The value of "order_id" was rejected:\n- order_id:')
     assert "Instruction: Copy it exactly from the conversation" in out.stdout
+
+
+def test_bad_arguments_raise_arq_errors_that_are_also_value_and_type_errors() -> None:
+    from arq.testing import ScriptedBackend
+
+    with pytest.raises(arq.ArqError, match="max_repairs must not be negative") as caught:
+        arq.Executor(ScriptedBackend("{}"), max_repairs=-1)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(arq.ArqError, match=r"must implement arq\.backends\.Backend") as caught:
+        arq.Executor(object())  # type: ignore[arg-type]
+    assert isinstance(caught.value, TypeError)
+    with pytest.raises(arq.ArqError, match="attempts must be at least 1"):
+        arq.RetryPolicy(attempts=0)

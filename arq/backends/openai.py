@@ -20,7 +20,7 @@ import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings
 from arq.checks import AllowedValues
-from arq.errors import BackendError
+from arq.errors import BackendError, InvalidArgumentError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
@@ -84,7 +84,7 @@ class OpenAIBackend:
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if not model:
-            raise ValueError("OpenAIBackend needs a model name")
+            raise InvalidArgumentError("OpenAIBackend needs a model name")
         self.model = model
         self._capabilities = capabilities or Capabilities()
         self._max_tokens_param = max_tokens_param
@@ -103,7 +103,9 @@ class OpenAIBackend:
                 default_headers=_headers_given(client),
             )
         elif client is not None:
-            raise TypeError(f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}")
+            raise InvalidArgumentError(
+                f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}"
+            )
         else:
             if base_url is not None:
                 self._settings["base_url"] = base_url

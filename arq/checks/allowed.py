@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from arq.checks.context import ContextRule, as_text, collapse_spaces, quoted, rule_of
 from arq.checks.dates import dates_in
 from arq.checks.shape import StringShape
+from arq.errors import InvalidArgumentError
 
 __all__ = ["AllowedValues", "allowed_values"]
 
@@ -51,7 +52,9 @@ class AllowedValues:
 
     def __post_init__(self) -> None:
         if sum(part is not None for part in (self.choices, self.source, self.fields)) != 1:
-            raise ValueError("an AllowedValues has choices, a source or fields: exactly one")
+            raise InvalidArgumentError(
+                "an AllowedValues has choices, a source or fields: exactly one"
+            )
 
     def without(self, refused: Iterable[Any]) -> AllowedValues | None:
         """These choices less the `refused` values; None if none is left. A source is kept

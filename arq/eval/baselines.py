@@ -21,7 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from arq.backends.base import Backend, Settings
-from arq.errors import OutputError, OutputParseError, StepError, TruncatedOutputError
+from arq.errors import (
+    InvalidArgumentError,
+    OutputError,
+    OutputParseError,
+    StepError,
+    TruncatedOutputError,
+)
 from arq.parsing import StepParser
 from arq.prompt import PromptBuilder, Request
 from arq.schema import Reasoning, steps
@@ -171,7 +177,7 @@ async def whole_object_reask(
     ends the run.
     """
     if max_reasks < 0:
-        raise ValueError(f"max_reasks must not be negative, not {max_reasks}")
+        raise InvalidArgumentError(f"max_reasks must not be negative, not {max_reasks}")
     settings = settings or Settings()
     builder = builder or PromptBuilder()
     base = builder.build(schema, context)

@@ -30,7 +30,14 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from arq.backends.base import Backend
-from arq.errors import ArqError, ConvergenceError, DatasetError, OutputParseError, StepError
+from arq.errors import (
+    ArqError,
+    ConvergenceError,
+    DatasetError,
+    InvalidArgumentError,
+    OutputParseError,
+    StepError,
+)
 from arq.eval.datasets import check_unique, parse_item
 from arq.eval.metering import MeteredBackend, ProgressBar, Tally
 from arq.eval.report import EvalReport, RunOutcome
@@ -189,7 +196,7 @@ def evaluate(
 
     Raises:
         DatasetError: an item is malformed or names a schema that was not given.
-        ValueError: an unknown strategy, no scorer, or a bad count.
+        InvalidArgumentError: an unknown strategy, no scorer, or a bad count.
     """
     call = aevaluate(
         schema,
@@ -236,7 +243,9 @@ async def aevaluate(
     named = named_scorers(scorers)
     chosen = _strategies(strategies)
     if repeats < 1 or concurrency < 1 or max_repairs < 0:
-        raise ValueError("repeats and concurrency must be at least 1, max_repairs at least 0")
+        raise InvalidArgumentError(
+            "repeats and concurrency must be at least 1, max_repairs at least 0"
+        )
     job = _Job(
         schemas=schemas,
         items=items,
@@ -264,7 +273,9 @@ async def aevaluate(
 def _strategies(names: Sequence[str]) -> tuple[Strategy, ...]:
     unknown = [s for s in names if s not in STRATEGIES]
     if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(f"strategies must be distinct names of {STRATEGIES}, not {names}")
+        raise InvalidArgumentError(
+            f"strategies must be distinct names of {STRATEGIES}, not {names}"
+        )
     return tuple(strategy_named(name) for name in names)
 
 
@@ -274,9 +285,13 @@ def _schemas(schema: Schemas) -> dict[str, type[Reasoning]]:
     if isinstance(schema, Mapping) and schema:
         for name, value in schema.items():
             if not (isinstance(value, type) and issubclass(value, Reasoning)):
-                raise TypeError(f"schema {name!r} is {value!r}, not an arq.Reasoning subclass")
+                raise InvalidArgumentError(
+                    f"schema {name!r} is {value!r}, not an arq.Reasoning subclass"
+                )
         return {str(name): value for name, value in schema.items()}
-    raise TypeError(f"schema must be an arq.Reasoning subclass or a mapping of them: {schema!r}")
+    raise InvalidArgumentError(
+        f"schema must be an arq.Reasoning subclass or a mapping of them: {schema!r}"
+    )
 
 
 def check_dataset(schema: Schemas, dataset: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -324,10 +339,10 @@ def named_scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str,
     else:
         named = {getattr(s, "__name__", f"scorer{i + 1}"): s for i, s in enumerate(scorers)}
     if not named:
-        raise ValueError("give at least one scorer: (output, item) -> bool")
+        raise InvalidArgumentError("give at least one scorer: (output, item) -> bool")
     for name, scorer in named.items():
         if not callable(scorer):
-            raise TypeError(f"scorer {name!r} is {scorer!r}, not a callable")
+            raise InvalidArgumentError(f"scorer {name!r} is {scorer!r}, not a callable")
     return named
 
 

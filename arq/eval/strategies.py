@@ -29,6 +29,7 @@ from pydantic.functional_validators import (
     WrapValidator,
 )
 
+from arq.errors import InvalidArgumentError
 from arq.schema import Reasoning, cot, direct
 
 __all__ = [
@@ -103,10 +104,10 @@ def strategy_named(name: str) -> Strategy:
     """The strategy called `name`.
 
     Raises:
-        ValueError: `name` is not one of `STRATEGIES`.
+        InvalidArgumentError: `name` is not one of `STRATEGIES`.
     """
     if name not in _TABLE:
-        raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+        raise InvalidArgumentError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
     return _TABLE[name]
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from arq.checks import AllowedValues, allowed_values
 from arq.context import context_text
-from arq.errors import OutputError, TemplateError
+from arq.errors import InvalidArgumentError, OutputError, TemplateError
 from arq.jsonschema import json_schema
 from arq.prompt.skeleton import example_json, render_skeleton
 from arq.repair import RepairPlan, plan_repair
@@ -108,9 +108,9 @@ class Section:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValueError("a section needs a name")
+            raise InvalidArgumentError("a section needs a name")
         if self.role not in ("system", "user"):
-            raise ValueError(f"section {self.name!r}: role must be 'system' or 'user'")
+            raise InvalidArgumentError(f"section {self.name!r}: role must be 'system' or 'user'")
 
 
 DEFAULT_SECTIONS: tuple[Section, ...] = (
@@ -173,7 +173,7 @@ class PromptBuilder:
     ) -> PromptBuilder:
         """A builder with `section` added (at the end, or before/after the named section)."""
         if before is not None and after is not None:
-            raise ValueError("add_section: give `before` or `after`, not both")
+            raise InvalidArgumentError("add_section: give `before` or `after`, not both")
         anchor = before if before is not None else after
         end = len(self._sections)
         index = end if anchor is None else self._index(anchor) + (after is not None)
@@ -193,13 +193,15 @@ class PromptBuilder:
         """A builder with the sections in the order of `names` (every section, once)."""
         known = [s.name for s in self._sections]
         if sorted(names) != sorted(known):
-            raise ValueError(f"reorder: give each section once, {known}; got {list(names)}")
+            raise InvalidArgumentError(
+                f"reorder: give each section once, {known}; got {list(names)}"
+            )
         return self._with([self._sections[self._index(n)] for n in names])
 
     def _index(self, name: str) -> int:
         names = [s.name for s in self._sections]
         if name not in names:
-            raise ValueError(f"no section {name!r}; sections are {', '.join(names)}")
+            raise InvalidArgumentError(f"no section {name!r}; sections are {', '.join(names)}")
         return names.index(name)
 
     def _with(self, sections: Sequence[Section]) -> PromptBuilder:
@@ -221,7 +223,7 @@ class PromptBuilder:
         Raises:
             TemplateError: a template is missing, has a syntax error, uses an undefined
                 variable or does something the sandbox forbids.
-            ValueError: an example's keys are not exactly the schema's steps.
+            InvalidArgumentError: an example's keys are not exactly the schema's steps.
         """
         variables = self._variables(schema, context, examples)
         messages: list[Message] = []
@@ -420,7 +422,7 @@ def _checked(sections: Sequence[Section]) -> tuple[Section, ...]:
     names = [s.name for s in sections]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"section names must be unique: {', '.join(repeated)} repeated")
+        raise InvalidArgumentError(f"section names must be unique: {', '.join(repeated)} repeated")
     return tuple(sections)
 
 

@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from arq.context import json_text
+from arq.errors import InvalidArgumentError
 from arq.schema import Reasoning, Step, StepSpec, _cached, _item_id, steps
 
 __all__ = ["example_json", "render_skeleton"]
@@ -283,19 +284,21 @@ def example_json(schema: type[Reasoning], example: BaseModel | Mapping[str, Any]
     """An example output as JSON with the keys in step order.
 
     Raises:
-        ValueError: the example's keys are not exactly the schema's steps.
+        InvalidArgumentError: the example's keys are not exactly the schema's steps.
     """
     if isinstance(example, BaseModel):
         data = example.model_dump(mode="json")
     elif isinstance(example, Mapping):
         data = dict(example)
     else:
-        raise TypeError(f"an example must be a {schema.__name__} or a mapping, not {example!r}")
+        raise InvalidArgumentError(
+            f"an example must be a {schema.__name__} or a mapping, not {example!r}"
+        )
     names = [step.name for step in steps(schema)]
     if set(data) != set(names):
         extra = [k for k in data if k not in names]
         missing = [n for n in names if n not in data]
-        raise ValueError(
+        raise InvalidArgumentError(
             f"an example for {schema.__name__} must have exactly its steps as keys "
             f"(missing: {', '.join(missing) or 'none'}; unknown: {', '.join(extra) or 'none'})"
         )

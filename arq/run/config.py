@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from arq.backends.base import Backend, Settings
+from arq.errors import InvalidArgumentError
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
 from arq.trace import AttemptKind
@@ -27,8 +28,8 @@ class RunConfig:
         idle_timeout: Seconds of silence allowed between two chunks of a stream.
 
     Raises:
-        TypeError: `backend` does not implement `arq.backends.Backend`.
-        ValueError: a count or a time is out of range.
+        InvalidArgumentError: `backend` does not implement `arq.backends.Backend`, or a
+            count or a time is out of range.
     """
 
     backend: Backend
@@ -42,15 +43,17 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, Backend):
-            raise TypeError(f"backend must implement arq.backends.Backend, not {self.backend!r}")
+            raise InvalidArgumentError(
+                f"backend must implement arq.backends.Backend, not {self.backend!r}"
+            )
         if self.max_repairs < 0:
-            raise ValueError(f"max_repairs must not be negative, not {self.max_repairs}")
+            raise InvalidArgumentError(f"max_repairs must not be negative, not {self.max_repairs}")
         for name, value in (("deadline", self.deadline), ("idle_timeout", self.idle_timeout)):
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive seconds or None, not {value}")
+                raise InvalidArgumentError(f"{name} must be positive seconds or None, not {value}")
         max_tokens = self.settings.max_tokens
         if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+            raise InvalidArgumentError(f"max_tokens must be at least 1, not {max_tokens}")
 
     def settings_for(self, kind: AttemptKind, number: int) -> Settings:
         """The settings of call `number`: the first call's as they are; a later call's

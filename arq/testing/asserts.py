@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from arq.errors import StepError
+from arq.errors import AssertionFailed, StepError
 from arq.prompt import PromptBuilder
 from arq.schema import Reasoning
 from arq.validation import validate_output
@@ -26,7 +26,7 @@ def assert_valid(
     try:
         return validate_output(schema, output, context=context)
     except StepError as error:
-        raise AssertionError(
+        raise AssertionFailed(
             f"{schema.__name__} output is invalid at step {error.step!r}: {error}"
         ) from None
 
@@ -43,12 +43,12 @@ def assert_invalid_at(
         validate_output(schema, output, context=context)
     except StepError as error:
         if error.step != step:
-            raise AssertionError(
+            raise AssertionFailed(
                 f"expected {schema.__name__} to fail at step {step!r}, "
                 f"but it failed at {error.step!r}: {error}"
             ) from None
         return error
-    raise AssertionError(f"expected {schema.__name__} to fail at step {step!r}, but it is valid")
+    raise AssertionFailed(f"expected {schema.__name__} to fail at step {step!r}, but it is valid")
 
 
 def render_prompt(
@@ -84,14 +84,14 @@ def assert_prompt_matches(
         existed = snapshot.exists()
         snapshot.write_text(rendered, encoding="utf-8")
         if not existed and not update:
-            raise AssertionError(f"prompt snapshot {snapshot} did not exist; it was written now")
+            raise AssertionFailed(f"prompt snapshot {snapshot} did not exist; it was written now")
         return
     recorded = snapshot.read_text(encoding="utf-8")
     if recorded != rendered:
         diff = difflib.unified_diff(
             recorded.splitlines(), rendered.splitlines(), "snapshot", "rendered now", lineterm=""
         )
-        raise AssertionError(
+        raise AssertionFailed(
             f"the prompt of {schema.__name__} differs from {snapshot} (update the snapshot if"
             " the change is intended):\n" + "\n".join(diff)
         )

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeAlias
 
+from arq.errors import InvalidArgumentError
 from arq.trace import Usage, estimate_tokens
 
 __all__ = [
@@ -77,11 +78,13 @@ class Reply:
 
     def __post_init__(self) -> None:
         if self.chunk_chars is not None and self.chunk_chars < 1:
-            raise ValueError(f"chunk_chars must be at least 1, not {self.chunk_chars}")
+            raise InvalidArgumentError(f"chunk_chars must be at least 1, not {self.chunk_chars}")
         if self.tokens_per_second is not None and self.tokens_per_second <= 0:
-            raise ValueError(f"tokens_per_second must be positive, not {self.tokens_per_second}")
+            raise InvalidArgumentError(
+                f"tokens_per_second must be positive, not {self.tokens_per_second}"
+            )
         if self.refusal is not None and self.text:
-            raise ValueError("a reply has either text or a refusal, not both")
+            raise InvalidArgumentError("a reply has either text or a refusal, not both")
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ class DropAfter:
 
     def __post_init__(self) -> None:
         if self.chars < 0:
-            raise ValueError(f"chars must not be negative, not {self.chars}")
+            raise InvalidArgumentError(f"chars must not be negative, not {self.chars}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,7 @@ class Stall:
 
     def __post_init__(self) -> None:
         if self.after_chars < 0 or self.seconds < 0:
-            raise ValueError("after_chars and seconds must not be negative")
+            raise InvalidArgumentError("after_chars and seconds must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +242,7 @@ def as_scripted(item: object, source: str) -> Scripted:
         return Reply(item)
     if isinstance(item, Reply | Status | DropAfter | Stall | Malformed):
         return item
-    raise TypeError(f"{source} gave {item!r}, not a Reply, Status or fault")
+    raise InvalidArgumentError(f"{source} gave {item!r}, not a Reply, Status or fault")
 
 
 # Token-like pieces of 1-8 characters: an optional leading space and a short word, one

@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from arq.errors import InvalidArgumentError
 from arq.testing.replies import ReceivedRequest, Reply, forced_tool
 
 __all__ = ["SchemaResponder", "request_schema", "schema_instance", "schema_reply"]
@@ -25,7 +26,7 @@ def request_schema(body: Any) -> Mapping[str, Any]:
     """The JSON Schema a chat request asks for: its response format or its forced tool.
 
     Raises:
-        ValueError: The request names no schema.
+        InvalidArgumentError: The request names no schema.
     """
     body = body if isinstance(body, dict) else {}
     fmt = body.get("response_format") or {}
@@ -38,14 +39,14 @@ def request_schema(body: Any) -> Mapping[str, Any]:
         function = (tool.get("function") if isinstance(tool, dict) else None) or {}
         if name is not None and function.get("name") == name:
             return dict(function.get("parameters") or {"type": "object"})
-    raise ValueError("the request has no response_format schema and forces no tool")
+    raise InvalidArgumentError("the request has no response_format schema and forces no tool")
 
 
 def schema_instance(schema: Mapping[str, Any]) -> Any:
     """A minimal instance of a JSON Schema, properties in declared order.
 
     Raises:
-        ValueError: The schema is recursive beyond any finite instance, or a `$ref` is
+        InvalidArgumentError: The schema is recursive beyond any finite instance, or a `$ref` is
             not a local JSON pointer.
     """
     return _instance(schema, schema, 0)
@@ -54,7 +55,9 @@ def schema_instance(schema: Mapping[str, Any]) -> Any:
 def _instance(node: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Any:
     # `depth` counts the $refs followed: only they can make a schema recurse.
     if depth > 32:
-        raise ValueError("schema is recursive with no finite instance (no null, no empty array)")
+        raise InvalidArgumentError(
+            "schema is recursive with no finite instance (no null, no empty array)"
+        )
     # Past a few levels prefer null and empty arrays, so recursive schemas terminate.
     deep = depth > 3
     if "$ref" in node:
@@ -98,7 +101,7 @@ def _instance(node: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> A
 
 def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
     if not ref.startswith("#"):
-        raise ValueError(f"only local $ref pointers are supported, not {ref!r}")
+        raise InvalidArgumentError(f"only local $ref pointers are supported, not {ref!r}")
     target: Any = root
     for part in filter(None, ref[1:].split("/")):
         target = target[part.replace("~1", "/").replace("~0", "~")]

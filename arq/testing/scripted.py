@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from arq.backends.base import Capabilities, Chunk, Settings
+from arq.errors import AssertionFailed
 from arq.prompt import Request
 from arq.testing.replies import split_pieces
 from arq.trace import Usage, estimate_tokens
@@ -69,7 +70,7 @@ class ScriptedBackend:
         """Stream the next reply in token-like chunks; the last carries usage."""
         self.calls.append(_Call(request, settings))
         if not self._replies:
-            raise AssertionError(
+            raise AssertionFailed(
                 f"ScriptedBackend got call {len(self.calls)} but no reply is left to send"
             )
         reply = self._replies.pop(0)

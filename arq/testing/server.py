@@ -25,7 +25,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
-from arq.errors import ArqError
+from arq.errors import ArqError, StateError
 from arq.testing.replies import (
     FaultEvent,
     ReceivedRequest,
@@ -78,7 +78,7 @@ class FakeOpenAIServer:
     def port(self) -> int:
         """The bound port; the server must be started."""
         if self._port is None:
-            raise RuntimeError("the server is not running: call start() first")
+            raise StateError("the server is not running: call start() first")
         return self._port
 
     @property
@@ -114,7 +114,7 @@ class FakeOpenAIServer:
     def start(self, timeout: float = 5.0) -> FakeOpenAIServer:
         """Bind a free port on 127.0.0.1; returns once the server accepts connections."""
         if self._thread is not None:
-            raise RuntimeError("the server is already running")
+            raise StateError("the server is already running")
         ready = threading.Event()
         self._startup_error = None
         thread = threading.Thread(target=self._run, args=(ready,), name="FakeOpenAIServer")
@@ -123,7 +123,7 @@ class FakeOpenAIServer:
         thread.start()
         if not ready.wait(timeout) or self._startup_error is not None:
             self.stop()
-            raise RuntimeError("the fake OpenAI server did not start") from self._startup_error
+            raise StateError("the fake OpenAI server did not start") from self._startup_error
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -137,7 +137,7 @@ class FakeOpenAIServer:
         thread.join(timeout)
         self._thread, self._loop, self._port = None, None, None
         if thread.is_alive():
-            raise RuntimeError(f"the server thread did not stop within {timeout} s")
+            raise StateError(f"the server thread did not stop within {timeout} s")
 
     def _run(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()

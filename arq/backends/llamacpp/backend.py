@@ -46,7 +46,7 @@ from arq.backends.llamacpp.grammar import json_grammar
 from arq.backends.llamacpp.grounded import Grounded
 from arq.backends.llamacpp.tokens import TokenTable
 from arq.backends.llamacpp.weights import check_encoding, reencoded
-from arq.errors import BackendError, ModelNotFoundError
+from arq.errors import BackendError, InvalidArgumentError, ModelNotFoundError, StateError
 from arq.prompt import Request
 from arq.trace import Usage
 
@@ -216,7 +216,7 @@ class LlamaCppBackend:
     Raises:
         ImportError: llama-cpp-python is not installed.
         ModelNotFoundError: the model file cannot be found.
-        ValueError: `weights` is not one of the above.
+        InvalidArgumentError: `weights` is not one of the above.
     """
 
     def __init__(
@@ -295,13 +295,13 @@ class LlamaCppBackend:
         Raises:
             BackendError: llama.cpp failed, or the prompt does not fit in `n_ctx`
                 (not retryable).
-            ValueError: `settings.max_tokens` is below 1.
-            RuntimeError: the backend is closed.
+            InvalidArgumentError: `settings.max_tokens` is below 1.
+            StateError: the backend is closed.
         """
         if self._closed:
-            raise RuntimeError("LlamaCppBackend is closed")
+            raise StateError("LlamaCppBackend is closed")
         if settings.max_tokens is not None and settings.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {settings.max_tokens}")
+            raise InvalidArgumentError(f"max_tokens must be at least 1, got {settings.max_tokens}")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         stop = threading.Event()

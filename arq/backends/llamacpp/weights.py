@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from arq.errors import InvalidArgumentError
+
 __all__ = ["ENCODINGS", "cache_dir", "check_encoding", "reencoded"]
 
 ENCODINGS = {"Q8_0": 7, "F16": 1}
@@ -36,9 +38,11 @@ def cache_dir() -> Path:
 
 
 def check_encoding(encoding: str | None) -> None:
-    """Raise ValueError unless `encoding` is None or one of `ENCODINGS`."""
+    """Raise InvalidArgumentError unless `encoding` is None or one of `ENCODINGS`."""
     if encoding is not None and encoding not in ENCODINGS:
-        raise ValueError(f"weights must be one of {sorted(ENCODINGS)} or None, not {encoding!r}")
+        raise InvalidArgumentError(
+            f"weights must be one of {sorted(ENCODINGS)} or None, not {encoding!r}"
+        )
 
 
 def reencoded(lib: Any, source: Path, encoding: str, folder: Path | None = None) -> Path:
