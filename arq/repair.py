@@ -2,8 +2,9 @@
 
 When a step fails, the run keeps the steps before it and asks again from there. This
 module decides all of that second ask; the prompt builder only renders the `RepairPlan`
-made here (`PromptBuilder.render_repair`), and a backend only enforces the constraints a
-repair request carries (`Request.prefill`, `Request.rejected`, `Request.allowed`).
+made here (`PromptBuilder.render_repair`; `repair_request` does both), and a backend only
+enforces the constraints a repair request carries (`Request.prefill`, `Request.rejected`,
+`Request.allowed`).
 
 - **Which step to redo**: the step a `StepError` names (a cross-step check names its
   latest step, or the one it asks for), or, when the JSON could not be read, the first
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.checks import AllowedValues
-from arq.context import context_text
 from arq.errors import (
     NO_VALUE,
     InvalidArgumentError,
@@ -46,9 +46,18 @@ from arq.errors import (
     StepError,
     value_key,
 )
+from arq.prompt import PromptBuilder, Request
+from arq.prompt.context import context_text
 from arq.schema import Reasoning, Step, cross_checks, steps
 
-__all__ = ["MAX_LINE", "RepairPlan", "Repairs", "evidence", "plan_repair"]
+__all__ = [
+    "MAX_LINE",
+    "RepairPlan",
+    "Repairs",
+    "evidence",
+    "plan_repair",
+    "repair_request",
+]
 
 Signature = tuple[Any, ...]
 
@@ -175,6 +184,42 @@ def _signature(error: StepError | OutputParseError, step: str) -> Signature:
     if isinstance(error, StepError):
         return error.signature()
     return (step, error.problem)
+
+
+def repair_request(
+    builder: PromptBuilder,
+    request: Request,
+    *,
+    accepted: Mapping[str, Any],
+    failure: OutputError | None,
+    prefill: bool = False,
+    rejected: Sequence[str] = (),
+    context: Mapping[str, Any] | None = None,
+) -> Request:
+    """The request that redoes `request` from its first step not in `accepted`.
+
+    The steps in `accepted` (raw JSON values, in step order) are kept. Without `prefill`
+    they are shown as the model's own earlier answer and the new answer is asked for the
+    remaining steps only (a suffix schema); with `prefill` the answer continues the
+    accepted JSON text. The repair turn re-states the failing step's question and
+    instruction and names the error; `failure` None means the earlier stream broke off
+    without an error in the answer. Built from `request` alone, so it does not grow with
+    attempts: only the latest failure is shown. `rejected` are the JSON texts of values the
+    first redone step already had rejected. With the run's `context`, the turn also quotes
+    the context lines that the failing step's question and error point at. `plan_repair`
+    decides all this; `builder` renders the plan (`PromptBuilder.render_repair`).
+    """
+    plan = plan_repair(
+        request.schema,
+        request.steps,
+        accepted=accepted,
+        failure=failure,
+        prefill=prefill,
+        rejected=rejected,
+        allowed=request.allowed,
+        context=context,
+    )
+    return builder.render_repair(request, plan)
 
 
 def plan_repair(

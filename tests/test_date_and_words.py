@@ -14,6 +14,7 @@ from arq.checks import AllowedValues, allowed_values, quoted
 from arq.checks.dates import dates_in
 from arq.checks.shape import StringShape
 from arq.prompt import PromptBuilder, Request
+from arq.repair import repair_request
 from arq.validation import StepChecker
 
 RECORD = "\n".join(
@@ -157,8 +158,13 @@ def failed_repair(step: str, value: str, accepted: dict[str, str]) -> Request:
         checker.accept(name, kept)
     with pytest.raises(arq.StepError) as failure:
         checker.accept(step, value)
-    return PromptBuilder().repair(
-        request, accepted=accepted, failure=failure.value, context=context, prefill=True
+    return repair_request(
+        PromptBuilder(),
+        request,
+        accepted=accepted,
+        failure=failure.value,
+        context=context,
+        prefill=True,
     )
 
 

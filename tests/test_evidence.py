@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 import arq
-from arq.repair import MAX_LINE, evidence
+from arq.repair import MAX_LINE, evidence, repair_request
 from arq.validation import StepChecker
 
 RECORD = "\n".join(
@@ -84,12 +84,12 @@ def test_a_repair_turn_quotes_the_lines_its_step_needs() -> None:
         checker.accept("returned_on", "2021-03-04")
     except arq.StepError as error:
         failure = error
-    repair = builder.repair(
-        request, accepted={"tenant": "Maria Keller"}, failure=failure, context=context
+    repair = repair_request(
+        builder, request, accepted={"tenant": "Maria Keller"}, failure=failure, context=context
     )
     turn = repair.messages[-1]["content"]
     assert 'From the input, for "returned_on":\nReturned on: 2019/08/22\n' in turn
     # the refused value's words ("2021", "03", "04") do not pull in the line it came from
     assert "Signed on" not in turn.split("From the input")[1]
-    without = builder.repair(request, accepted={"tenant": "Maria Keller"}, failure=failure)
+    without = repair_request(builder, request, accepted={"tenant": "Maria Keller"}, failure=failure)
     assert "From the input" not in without.messages[-1]["content"]

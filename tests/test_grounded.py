@@ -12,6 +12,7 @@ from arq.backends.llamacpp.grounded import PENALTY, Grounded
 from arq.backends.llamacpp.tokens import TokenTable
 from arq.checks import AllowedValues, allowed_values
 from arq.prompt import PromptBuilder
+from arq.repair import repair_request
 
 np = pytest.importorskip("numpy")
 
@@ -166,8 +167,13 @@ def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None
     request = PromptBuilder().build(Form, context)
     assert set(request.allowed) == {"who", "code", "both", "maybe", "many"}
     assert "allowed" not in request.to_dict()  # it follows from the schema and context
-    repair = PromptBuilder().repair(
-        request, accepted={"who": "Ann Lee"}, failure=None, prefill=True, rejected=['"A-1"']
+    repair = repair_request(
+        PromptBuilder(),
+        request,
+        accepted={"who": "Ann Lee"},
+        failure=None,
+        prefill=True,
+        rejected=['"A-1"'],
     )
     assert repair.allowed == {
         "code": AllowedValues(choices=("B-2",)),
@@ -175,8 +181,12 @@ def test_requests_carry_the_grounding_and_repairs_drop_refused_choices() -> None
         "maybe": AllowedValues(choices=("A-1", "B-2")),  # "A-1" was rejected for "code" alone
         "many": AllowedValues(choices=("A-1", "B-2"), items=True),
     }
-    every = PromptBuilder().repair(
-        request, accepted={"who": "Ann Lee"}, failure=None, rejected=['"A-1"', '"B-2"']
+    every = repair_request(
+        PromptBuilder(),
+        request,
+        accepted={"who": "Ann Lee"},
+        failure=None,
+        rejected=['"A-1"', '"B-2"'],
     )
     assert "code" not in every.allowed  # nothing left to offer: only the check holds it
 

@@ -41,6 +41,7 @@ from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
 from arq.backends.llamacpp import ModelNotFoundError  # noqa: E402
 from arq.backends.llamacpp.grammar import bounded_integer_rule, json_grammar  # noqa: E402
+from arq.repair import repair_request  # noqa: E402
 
 GREEDY = Settings(max_tokens=400, temperature=0)
 CONVERSATION = "Customer: Hi, my order A-1234 arrived broken. I want a refund, please."
@@ -377,7 +378,7 @@ def test_the_first_step_is_picked_as_a_sampled_answer_picks_it(backend: LlamaCpp
 
 
 def repair(kept: dict[str, Any]) -> Request:
-    return arq.PromptBuilder().repair(build(), accepted=kept, failure=None, prefill=True)
+    return repair_request(arq.PromptBuilder(), build(), accepted=kept, failure=None, prefill=True)
 
 
 @pytest.mark.local

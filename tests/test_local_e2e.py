@@ -22,6 +22,7 @@ import arq
 from arq.backends import LlamaCppBackend, Settings
 from arq.events import OutputAccepted, RepairStarted, StepAccepted, StepFailed
 from arq.prompt import Request
+from arq.repair import repair_request
 
 pytestmark = pytest.mark.local
 
@@ -110,7 +111,9 @@ def test_a_repair_does_not_write_a_rejected_value_again(backend: LlamaCppBackend
     greedy = Settings(max_tokens=30, temperature=0.0, seed=3)
 
     def code(*rejected: str) -> str:
-        request = builder.repair(base, accepted=kept, failure=None, prefill=True, rejected=rejected)
+        request = repair_request(
+            builder, base, accepted=kept, failure=None, prefill=True, rejected=rejected
+        )
 
         async def answer() -> str:
             chunks = [c.text async for c in backend.stream(request, greedy)]

@@ -21,6 +21,7 @@ from arq.backends.openai import MAX_ENUM_CHARS, PROFILES, OpenAIBackend
 from arq.errors import BackendError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import PromptBuilder, Request
+from arq.repair import repair_request
 from arq.testing import (
     DropAfter,
     FakeOpenAIServer,
@@ -52,7 +53,9 @@ def build() -> Request:
 
 
 def repair(*, prefill: bool) -> Request:
-    return PromptBuilder().repair(build(), accepted=ACCEPTED, failure=None, prefill=prefill)
+    return repair_request(
+        PromptBuilder(), build(), accepted=ACCEPTED, failure=None, prefill=prefill
+    )
 
 
 def backend_for(server: FakeOpenAIServer, **options: Any) -> OpenAIBackend:
@@ -222,7 +225,7 @@ def test_payload_narrows_one_of_steps_to_the_runs_choices(
     assert schema["properties"]["code"]["enum"] == ["A-1", "B-2"]
     assert "enum" not in schema["properties"]["quote"]  # a quote has no JSON Schema form
     assert "enum" not in json_schema(Picked, "openai-strict")["properties"]["code"]  # a copy
-    repair = PromptBuilder().repair(request, accepted={}, failure=None, rejected=['"A-1"'])
+    repair = repair_request(PromptBuilder(), request, accepted={}, failure=None, rejected=['"A-1"'])
     schema = sent_schema(mode, path, repair)
     assert schema["properties"]["code"]["enum"] == ["B-2"]  # a refused choice is not offered
 

@@ -10,6 +10,7 @@ import arq
 from arq.checks import AllowedValues, allowed_values
 from arq.checks.shape import MAX_QUOTES, MAX_TRIES, StringShape
 from arq.prompt import PromptBuilder
+from arq.repair import repair_request
 
 NAME = r"^[A-Z][a-z]+ [A-Z][a-z]+$"
 RECORD = "Signed on: 2021/03/04\nTenant: Ann Lee\nClerk: Bo Ek"
@@ -129,5 +130,7 @@ def test_an_exact_quote_keeps_line_ends_and_both_checks_and_a_pattern_combine() 
 def test_requests_hold_a_patterned_quote_to_its_fitting_quotes_and_repairs_drop_refused() -> None:
     request = PromptBuilder().build(Form, CONTEXT)
     assert request.allowed["tenant"] == AllowedValues(choices=TENANTS)
-    repair = PromptBuilder().repair(request, accepted={}, failure=None, rejected=['"Bo Ek"'])
+    repair = repair_request(
+        PromptBuilder(), request, accepted={}, failure=None, rejected=['"Bo Ek"']
+    )
     assert repair.allowed["tenant"] == AllowedValues(choices=TENANTS[:-1])

@@ -17,19 +17,21 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from arq.checks import AllowedValues, allowed_values
-from arq.context import context_text
-from arq.errors import InvalidArgumentError, OutputError, TemplateError
+from arq.errors import InvalidArgumentError, TemplateError
 from arq.jsonschema import json_schema
+from arq.prompt.context import context_text
 from arq.prompt.skeleton import example_json, render_skeleton
-from arq.repair import RepairPlan, plan_repair
 from arq.schema import Reasoning, steps
+
+if TYPE_CHECKING:
+    from arq.repair import RepairPlan
 
 __all__ = ["DEFAULT_SECTIONS", "Message", "PromptBuilder", "Request", "Section"]
 
@@ -254,42 +256,6 @@ class PromptBuilder:
                 output_schema.get("properties"),
             ),
         )
-
-    def repair(
-        self,
-        request: Request,
-        *,
-        accepted: Mapping[str, Any],
-        failure: OutputError | None,
-        prefill: bool = False,
-        rejected: Sequence[str] = (),
-        context: Mapping[str, Any] | None = None,
-    ) -> Request:
-        """The request that redoes `request` from its first step not in `accepted`.
-
-        The steps in `accepted` (raw JSON values, in step order) are kept. Without
-        `prefill` they are shown as the model's own earlier answer and the new answer is
-        asked for the remaining steps only (a suffix schema); with `prefill` the answer
-        continues the accepted JSON text. The repair turn re-states the failing step's
-        question and instruction and names the error; `failure` None means the earlier
-        stream broke off without an error in the answer. Built from `request` alone, so
-        it does not grow with attempts: only the latest failure is shown. `rejected` are
-        the JSON texts of values the first redone step already had rejected. With the
-        run's `context`, the turn also quotes the context lines that the failing step's
-        question and error point at. `arq.repair.plan_repair` decides all this; this
-        method renders its plan (`render_repair`).
-        """
-        plan = plan_repair(
-            request.schema,
-            request.steps,
-            accepted=accepted,
-            failure=failure,
-            prefill=prefill,
-            rejected=rejected,
-            allowed=request.allowed,
-            context=context,
-        )
-        return self.render_repair(request, plan)
 
     def render_repair(self, request: Request, plan: RepairPlan) -> Request:
         """Render `plan` as the request that follows `request`: the repair turn

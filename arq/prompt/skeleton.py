@@ -26,8 +26,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from arq.context import json_text
 from arq.errors import InvalidArgumentError
+from arq.prompt.context import json_text
 from arq.schema import Reasoning, Step, StepSpec, _cached, _item_id, steps
 
 __all__ = ["example_json", "render_skeleton"]
