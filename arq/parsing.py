@@ -57,14 +57,24 @@ class ObjectCompleted:
 ParseEvent: TypeAlias = StepStarted | StepCompleted | ObjectCompleted
 
 # Modes between chunks. A number or literal cut by the chunk end is kept as `_pending` text
-# and scanned again with the next chunk (it is short: numbers are capped); a string cut by
-# the chunk end is streamed instead, so long strings are never scanned twice; only an
-# escape cut by the chunk end is pending then (mode _ESCAPE).
-_TOKEN, _STRING, _ESCAPE, _FAILED = range(4)
-# Grammar states between tokens: what the next token may be.
-_START, _VALUE, _STEP_VALUE, _VALUE_OR_CLOSE, _KEY, _KEY_OR_CLOSE, _COLON, _AFTER, _END = range(9)
-# What the streamed string is, so that its end can be handled when it arrives.
-_STR_VALUE, _STR_KEY, _STR_STEP_KEY = range(3)
+# and read again with the next chunk (it is short: numbers are capped); a string cut by the
+# chunk end is streamed instead, so long strings are never scanned twice.
+_TOKEN = 0  # between tokens, or in a pending number or literal
+_STRING = 1  # in a streamed string
+_ESCAPE = 2  # in a streamed string whose last chunk ended in a cut escape, kept pending
+_FAILED = 3  # an error was raised: every later call raises it again
+# Grammar states between tokens: what the next token may be; each is the index of its
+# reader in _READERS. While a string is streamed, the state is the one it began in:
+# _KEY or _KEY_OR_CLOSE for a key, else a value state.
+_START = 0  # the top-level object's opening brace
+_VALUE = 1
+_STEP_VALUE = 2  # a step's value, which starts the step
+_VALUE_OR_CLOSE = 3  # an array's first item, or its closing bracket
+_KEY = 4
+_KEY_OR_CLOSE = 5  # an object's first key, or its closing brace
+_COLON = 6
+_AFTER = 7  # after a value: a comma, or the closing bracket of the innermost container
+_END = 8  # nothing but whitespace, after the top-level object
 
 _WS = " \t\n\r"
 _NUM_END = " \t\n\r,}]"
@@ -89,8 +99,6 @@ _str_body = cast(
     re.compile(r'[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*').match,
 )
 _plain = cast(_Matcher, re.compile(r'[^"\\\x00-\x1f]*').match)  # no escapes: cheaper
-# Fast check that a chunk continues a string without ending it or holding an escape.
-_str_stop = re.compile(r'["\\\x00-\x1f]').search
 # The part of an escape that may still be completed by more text.
 _escape_prefix = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?").match
 _number = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").match
@@ -149,7 +157,6 @@ class StepParser:
         self._pending = ""  # a cut number or literal, or a cut escape in a streamed string
         self._g = _START
         self._stack: list[bool] = []  # True for an object, False for an array
-        self._str_kind = _STR_VALUE
         self._cap = (0, 0)  # chunk index and offset where the step key or value began
         self._key_pos = 0
         self._key = ""
@@ -187,58 +194,36 @@ class StepParser:
                 Once raised, every later call raises it again.
         """
         mode = self._mode
-        e = 0
-        if mode:
-            if mode == _STRING:
-                # Hot path: inside a long string most chunks hold no quote, escape or
-                # control char, and most others only whole escapes.
-                m = _str_stop(chunk)
-                if m is not None:
-                    e = m.start()  # if a quote, the closing one: no backslash before it
-                    if chunk[e] != '"':
-                        e = _str_body(chunk, e).end()
-                if m is None or e == len(chunk):
-                    self._chunks.append(chunk)
-                    self._offset += len(chunk)
-                    return []
-            elif mode == _FAILED:
-                assert self._error is not None
-                raise self._error.with_traceback(None)
-        # One flat loop with few calls on the common paths: it runs for every token.
+        end = 0  # where a streamed string stops in the chunk
+        if mode == _STRING:
+            # Hot path: inside a long string most chunks hold no quote, escape or control
+            # char (three tests, cheaper than a regex on short chunks), and most others
+            # only whole escapes.
+            if '"' not in chunk and "\\" not in chunk and chunk.isprintable():
+                self._chunks.append(chunk)
+                self._offset += len(chunk)
+                return []
+            end = _str_body(chunk).end()
+            if end == len(chunk):
+                self._chunks.append(chunk)
+                self._offset += end
+                return []
+        elif mode == _FAILED:
+            self._raise_again()
         self._chunks.append(chunk)
         events: list[ParseEvent] = []
-        pending = self._pending
-        base = self._offset  # offset of text[0] in the output
+        base = self._offset  # output offset of text[0]
         self._offset = base + len(chunk)
-        if pending:
-            text = pending + chunk
-            base -= len(pending)
+        text = chunk
+        if self._pending:  # a cut token, read again whole
+            text = self._pending + chunk
+            base -= len(self._pending)
             self._pending = ""
-        else:
-            text = chunk
+        i = 0 if mode == _TOKEN else self._end_string(text, end, base, events)
         n = len(text)
-        i = 0
         stack = self._stack
-        g = self._g
-        if mode != _TOKEN:  # continue a streamed string
-            if mode == _ESCAPE:  # else `e` is known from the hot path's test
-                e = _str_body(text).end()
-            if e == n or text[e] != '"':
-                self._mode = _STRING
-                if e < n:
-                    self._string_stop(text, e, base)
-                return events
-            i = e + 1
-            self._mode = _TOKEN
-            kind = self._str_kind
-            if kind == _STR_VALUE:
-                g = _AFTER
-                if len(stack) == 1:
-                    self._finish_step(base + i, events)
-            else:
-                if kind == _STR_STEP_KEY:
-                    self._check_key(self._captured(base + i))
-                g = _COLON
+        # Whitespace and commas, the commonest tokens, are read here; any other token by
+        # the reader of the state.
         while i < n:
             c = text[i]
             if c in _WS:
@@ -248,135 +233,187 @@ class StepParser:
                 if i == n:
                     break
                 c = text[i]
-            if g == _AFTER:
-                if c == ",":
-                    g = _KEY if stack[-1] else _VALUE
-                    i += 1
-                    continue
-                if c != ("}" if stack[-1] else "]"):
-                    self._fail(base + i, "',' or '}'" if stack[-1] else "',' or ']'", c)
-            elif g <= _VALUE_OR_CLOSE and (g != _VALUE_OR_CLOSE or c != "]"):
-                if g == _STEP_VALUE:
-                    self._start_step(base + i, events)
-                    g = _VALUE
-                elif g == _START and c != "{":
-                    self._not_object(base + i, c)
-                if c == '"':
-                    e = _plain(text, i + 1).end()
-                    if e < n and text[e] == "\\":
-                        e = _str_body(text, e).end()
-                    if e < n and text[e] == '"':
-                        i = e + 1
-                        g = _AFTER
-                        if len(stack) == 1:
-                            self._finish_step(base + i, events)
-                        continue
-                    self._str_kind = _STR_VALUE
-                    self._mode = _STRING
-                    if e < n:
-                        self._string_stop(text, e, base)
-                    break
-                if c == "{" or c == "[":
-                    if len(stack) >= self._max_depth:
-                        msg = f"the JSON nests deeper than {self._max_depth} levels"
-                        self._stop(
-                            "too_deep", f"{msg} at character {base + i}", base + i, self._current
-                        )
-                    stack.append(c == "{")
-                    g = _KEY_OR_CLOSE if c == "{" else _VALUE_OR_CLOSE
-                    i += 1
-                    continue
-                if c in "-0123456789":
-                    m = _number(text, i)
-                    if m is not None:  # a whole number, and the delimiter after it?
-                        e = m.end()
-                        if e < n and text[e] in _NUM_END and e - i <= _MAX_NUMBER_CHARS:
-                            i = e
-                            g = _AFTER
-                            if len(stack) == 1:
-                                self._finish_step(base + i, events)
-                            continue
-                    # Cut by the chunk end, too long, or invalid: the longest valid prefix
-                    # tells which, and where.
-                    e = _number_prefix(text, i).end()
-                    if e - i > _MAX_NUMBER_CHARS:
-                        self._fail(
-                            base + i + _MAX_NUMBER_CHARS,
-                            f"a number of at most {_MAX_NUMBER_CHARS} characters",
-                            text[i + _MAX_NUMBER_CHARS],
-                        )
-                    if e == n:  # it may go on in the next chunk
-                        self._pending = text[i:]
-                        break
-                    self._fail(
-                        base + e,
-                        "',', '}', ']' or whitespace after the number"
-                        if text[e - 1] in _DIGITS
-                        else "a digit",
-                        text[e],
-                    )
-                word = _LITERALS.get(c)
-                if word is None:
-                    self._fail(base + i, "a JSON value", c)
-                if text.startswith(word, i):
-                    i += len(word)
-                    g = _AFTER
-                    if len(stack) == 1:
-                        self._finish_step(base + i, events)
-                    continue
-                for k in range(1, len(word)):
-                    if i + k == n:  # cut by the chunk end
-                        self._pending = text[i:]
-                        break
-                    if text[i + k] != word[k]:
-                        self._fail(base + i + k, repr(word), text[i + k])
-                break
-            elif g == _KEY or (g == _KEY_OR_CLOSE and c != "}"):
-                if c != '"':
-                    self._fail(base + i, "a quoted key", c)
-                e = _plain(text, i + 1).end()
-                if e < n and text[e] == "\\":
-                    e = _str_body(text, e).end()
-                if e < n and text[e] == '"':
-                    if len(stack) == 1:
-                        self._key_pos = base + i
-                        self._check_key(text[i : e + 1])
-                    i = e + 1
-                    if i < n and text[i] == ":":  # the usual `"key":`, in one step
-                        i += 1
-                        g = _STEP_VALUE if len(stack) == 1 else _VALUE
-                    else:
-                        g = _COLON
-                    continue
-                self._mode = _STRING
-                if e < n:
-                    self._string_stop(text, e, base)
-                if len(stack) == 1:
-                    self._key_pos = base + i
-                    self._cap = self._locate(base + i)
-                    self._str_kind = _STR_STEP_KEY
-                else:
-                    self._str_kind = _STR_KEY
-                break
-            elif g == _COLON:
-                if c != ":":
-                    self._fail(base + i, "':' after the key", c)
-                g = _STEP_VALUE if len(stack) == 1 else _VALUE
+            if c == "," and self._g == _AFTER:
+                self._g = _KEY if stack[-1] else _VALUE
                 i += 1
-                continue
-            elif g == _END:
-                self._fail(base + i, "nothing but whitespace after the JSON object", c)
-            # Here c closes the innermost container, and it is the right bracket for it.
-            stack.pop()
-            i += 1
-            g = _AFTER
-            if len(stack) == 1:
-                self._finish_step(base + i, events)
-            elif not stack:
-                g = _END
-                events.append(ObjectCompleted(base + i - 1))
-        self._g = g
+            else:
+                i = _READERS[self._g](self, text, i, base, events)
         return events
+
+    def _end_string(self, text: str, end: int, base: int, events: list[ParseEvent]) -> int:
+        """Go on with a streamed string, which stops at `end` unless an escape was cut.
+
+        Returns where the tokens after it begin in `text`, or the end of `text`.
+        """
+        if self._mode == _ESCAPE:
+            end = _str_body(text).end()
+        n = len(text)
+        if end == n or text[end] != '"':
+            return self._stream(text, end, base)
+        self._mode = _TOKEN
+        top = len(self._stack) == 1
+        if self._g == _KEY or self._g == _KEY_OR_CLOSE:
+            if top:
+                self._check_key(self._captured(base + end + 1))
+            if end + 1 < n and text[end + 1] == ":":  # the usual `"key":`, in one step
+                self._g = _STEP_VALUE if top else _VALUE
+                return end + 2
+            self._g = _COLON
+            return end + 1
+        self._g = _AFTER
+        if top:
+            self._finish_step(base + end + 1, events)
+        return end + 1
+
+    # The readers below, one per grammar state (see _READERS), read the token at `text[i]`,
+    # which is no whitespace: each sets the next state and returns where the next token may
+    # begin. A token cut by the chunk end is streamed or kept pending: they return the end
+    # of `text` then.
+
+    def _read_start(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        if text[i] != "{":
+            self._not_object(base + i, text[i])
+        self._stack.append(True)
+        self._g = _KEY_OR_CLOSE
+        return i + 1
+
+    def _read_value(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        c = text[i]
+        stack = self._stack
+        if c == '"':
+            e = _plain(text, i + 1).end()
+            if e < len(text) and text[e] == "\\":
+                e = _str_body(text, e).end()
+            if e == len(text):  # cut by the chunk end
+                self._mode = _STRING
+                return e
+            if text[e] != '"':
+                return self._stream(text, e, base)
+            i = e + 1
+        elif c == "{" or c == "[":
+            if len(stack) >= self._max_depth:
+                self._too_deep(base + i)
+            stack.append(c == "{")
+            self._g = _KEY_OR_CLOSE if c == "{" else _VALUE_OR_CLOSE
+            return i + 1
+        elif c in "-0123456789":
+            m = _number(text, i)
+            e = m.end() if m is not None else i
+            # Whole only with the delimiter after it: else it may go on in the next chunk.
+            if e == len(text) or text[e] not in _NUM_END or e - i > _MAX_NUMBER_CHARS:
+                return self._number_stop(text, i, base)
+            i = e
+        else:
+            word = _LITERALS.get(c)
+            if word is None:
+                self._fail(base + i, "a JSON value", c)
+            if not text.startswith(word, i):
+                return self._literal_stop(text, i, base, word)
+            i += len(word)
+        self._g = _AFTER
+        if len(stack) == 1:
+            self._finish_step(base + i, events)
+        return i
+
+    def _read_step_value(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        self._start_step(base + i, events)
+        self._g = _VALUE
+        return self._read_value(text, i, base, events)
+
+    def _read_first_item(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        if text[i] == "]":
+            return self._read_after(text, i, base, events)
+        return self._read_value(text, i, base, events)
+
+    def _read_key(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        if text[i] != '"':
+            self._fail(base + i, "a quoted key", text[i])
+        n = len(text)
+        e = _plain(text, i + 1).end()
+        if e < n and text[e] == "\\":
+            e = _str_body(text, e).end()
+        top = len(self._stack) == 1
+        if top:  # a step's key: checked as soon as it is read
+            self._key_pos = base + i
+            if e < n and text[e] == '"':
+                self._check_key(text[i : e + 1])
+            else:
+                self._cap = self._locate(base + i)
+        if e == n:  # cut by the chunk end
+            self._mode = _STRING
+            return n
+        if text[e] != '"':
+            return self._stream(text, e, base)
+        if e + 1 < n and text[e + 1] == ":":  # the usual `"key":`, in one step
+            self._g = _STEP_VALUE if top else _VALUE
+            return e + 2
+        self._g = _COLON
+        return e + 1
+
+    def _read_first_key(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        if text[i] == "}":
+            return self._read_after(text, i, base, events)
+        return self._read_key(text, i, base, events)
+
+    def _read_colon(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        if text[i] != ":":
+            self._fail(base + i, "':' after the key", text[i])
+        self._g = _STEP_VALUE if len(self._stack) == 1 else _VALUE
+        return i + 1
+
+    def _read_after(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        stack = self._stack
+        if text[i] != ("}" if stack[-1] else "]"):  # feed reads the commas
+            self._fail(base + i, "',' or '}'" if stack[-1] else "',' or ']'", text[i])
+        stack.pop()
+        self._g = _AFTER
+        if len(stack) == 1:
+            self._finish_step(base + i + 1, events)
+        elif not stack:
+            self._g = _END
+            events.append(ObjectCompleted(base + i))
+        return i + 1
+
+    def _read_end(self, text: str, i: int, base: int, events: list[ParseEvent]) -> int:
+        self._fail(base + i, "nothing but whitespace after the JSON object", text[i])
+
+    def _stream(self, text: str, e: int, base: int) -> int:
+        """Stream a string whose body stops at `e`, short of its closing quote.
+
+        Keeps a cut escape pending, raises at a bad escape or a control char, and returns
+        the end of `text`.
+        """
+        self._mode = _STRING
+        if e < len(text):
+            m = _escape_prefix(text, e)
+            if m is None:
+                self._fail(base + e, "control characters to be escaped in a string", text[e])
+            if m.end() < len(text):
+                expected = 'an escape: \\" \\\\ \\/ \\b \\f \\n \\r \\t or \\uXXXX'
+                self._fail(base + m.end(), expected, text[m.end()])
+            self._pending = text[e:]
+            self._mode = _ESCAPE
+        return len(text)
+
+    def _number_stop(self, text: str, i: int, base: int) -> int:
+        """Keep a number cut by the chunk end pending; raise if it is too long or invalid."""
+        e = _number_prefix(text, i).end()  # the offending char follows the longest prefix
+        if e - i > _MAX_NUMBER_CHARS:
+            expected = f"a number of at most {_MAX_NUMBER_CHARS} characters"
+            self._fail(base + i + _MAX_NUMBER_CHARS, expected, text[i + _MAX_NUMBER_CHARS])
+        if e < len(text):
+            expected = "',', '}', ']' or whitespace after the number"
+            self._fail(base + e, expected if text[e - 1] in _DIGITS else "a digit", text[e])
+        self._pending = text[i:]
+        return len(text)
+
+    def _literal_stop(self, text: str, i: int, base: int, word: str) -> int:
+        """Keep a literal cut by the chunk end pending; raise if it is misspelt."""
+        for k in range(1, min(len(word), len(text) - i)):
+            if text[i + k] != word[k]:
+                self._fail(base + i + k, repr(word), text[i + k])
+        self._pending = text[i:]
+        return len(text)
 
     def close(self) -> list[ParseEvent]:
         """Signal the end of the output; return any remaining events (there are none).
@@ -385,21 +422,23 @@ class StepParser:
             TruncatedOutputError: The object was not complete.
         """
         if self._mode == _FAILED:
-            assert self._error is not None
-            raise self._error.with_traceback(None)
+            self._raise_again()
         if self._g == _END:
             return []
         where = f" inside step {self._current!r}" if self._current is not None else ""
-        error = TruncatedOutputError(
+        self._error = TruncatedOutputError(
             f"the output ended after {self._offset} characters{where}, before the JSON"
             " object was complete; usually the token limit was reached: raise max_tokens"
             " or bound the long steps",
             partial="".join(self._chunks),
             position=self._offset,
         )
-        self._error = error
         self._mode = _FAILED
-        raise error
+        raise self._error
+
+    def _raise_again(self) -> NoReturn:
+        assert self._error is not None
+        raise self._error.with_traceback(None)
 
     def _stop(self, problem: ParseProblem, msg: str, pos: int, step: str | None) -> NoReturn:
         """Raise an OutputParseError and remember it: the parser is unusable from now on."""
@@ -412,18 +451,9 @@ class StepParser:
         msg = f"invalid JSON at character {pos}: expected {expected}, found {_show(found)}"
         self._stop("invalid_json", msg, pos, self._current)
 
-    def _string_stop(self, text: str, e: int, base: int) -> None:
-        """A string body stopped at `e`, not at a quote: keep a cut escape pending, or raise."""
-        m = _escape_prefix(text, e)
-        if m is None:
-            self._fail(base + e, "control characters to be escaped in a string", text[e])
-        end = m.end()
-        if end < len(text):
-            self._fail(
-                base + end, 'an escape: \\" \\\\ \\/ \\b \\f \\n \\r \\t or \\uXXXX', text[end]
-            )
-        self._pending = text[e:]
-        self._mode = _ESCAPE
+    def _too_deep(self, pos: int) -> NoReturn:
+        msg = f"the JSON nests deeper than {self._max_depth} levels at character {pos}"
+        self._stop("too_deep", msg, pos, self._current)
 
     def _not_object(self, pos: int, c: str) -> NoReturn:
         if c not in _VALUE_START:
@@ -502,6 +532,19 @@ class StepParser:
         self._current = None
         events.append(StepCompleted(step, value, raw, self._vstart, end))
 
+
+# The reader of each grammar state's token, indexed by the state.
+_READERS = (
+    StepParser._read_start,  # _START
+    StepParser._read_value,  # _VALUE
+    StepParser._read_step_value,  # _STEP_VALUE
+    StepParser._read_first_item,  # _VALUE_OR_CLOSE
+    StepParser._read_key,  # _KEY
+    StepParser._read_first_key,  # _KEY_OR_CLOSE
+    StepParser._read_colon,  # _COLON
+    StepParser._read_after,  # _AFTER
+    StepParser._read_end,  # _END
+)
 
 # Bounds the raw_decode attempts of parse_tolerant, each linear in the text after it.
 _MAX_ATTEMPTS = 32

@@ -1,10 +1,14 @@
 """Throughput and linearity of the incremental step parser.
 
-Usage: python bench/parser.py [--quick]
+Usage: python bench/parser.py [--quick] [--compare [REF]]
 
 Builds a realistic output (six steps: long strings with escapes, lists of objects),
 feeds it in small chunks as a stream would, and prints MB/s and the time ratio between a
 1 MB and a 100 KB output for each chunk size (linear time means a ratio near 10).
+
+With --compare, times this tree's parser against `arq/parsing.py` at the git revision REF
+instead (default a743127, the last revision whose `StepParser.feed` was one long loop):
+7-char chunks of the 1 MB output, the two parsers run in turn, and the ratio of speeds.
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
 import time
+import types
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
+from typing import cast
 
 from arq.parsing import StepParser
 
 STEPS = ["request", "context", "findings", "checks", "summary", "answer"]
+COMPARE_REF = "a743127"
 CHUNK_SIZES = (1, 2, 4, 7, 16, 32, 64)
 WORDS = [
     "the",
@@ -102,9 +111,9 @@ def split(text: str, size: int) -> list[str]:
     return [text[k : k + size] for k in range(0, len(text), size)]
 
 
-def feed_all(chunks: list[str]) -> None:
+def feed_all(chunks: list[str], parser_class: type[StepParser] = StepParser) -> None:
     """Stream the chunks through a fresh parser."""
-    parser = StepParser(STEPS)
+    parser = parser_class(STEPS)
     feed = parser.feed
     for chunk in chunks:
         feed(chunk)
@@ -132,12 +141,60 @@ def timed(
     return [statistics.median(spent) for spent in times]
 
 
+def load_parser(source: str, origin: str) -> type[StepParser]:
+    """The StepParser class that `source`, the text of an arq/parsing.py, defines.
+
+    The text runs in a module object of its own, named like the real one, so that the
+    parsers of two revisions can run in one process.
+    """
+    module = types.ModuleType("arq.parsing")
+    module.__file__ = origin
+    exec(compile(source, origin, "exec"), module.__dict__)
+    return cast("type[StepParser]", module.StepParser)
+
+
+def compare(ref: str, runs: int) -> None:
+    """Print the speed of this tree's parser and of the one at `ref`, on 7-char chunks.
+
+    This tree's parser is read from the file beside this script, not imported: the `arq`
+    that the interpreter imports may be another checkout's (an editable install).
+    """
+    root = Path(__file__).resolve().parent.parent
+    path = root / "arq" / "parsing.py"
+    new_parser = load_parser(path.read_text(encoding="utf-8"), str(path))
+    git = ["git", "show", f"{ref}:arq/parsing.py"]
+    source = subprocess.run(git, cwd=root, capture_output=True, text=True, check=True).stdout
+    old_parser = load_parser(source, f"{ref}:arq/parsing.py")
+    big = build_output(1_000_000)
+    mb = len(big) / 1e6
+    chunks = split(big, 7)
+    new, old = timed(
+        [partial(feed_all, chunks, new_parser), partial(feed_all, chunks, old_parser)], runs
+    )
+    width = max(len(ref), len("this tree"))
+    print(f"this tree: {path}")
+    print(f"output: {len(big):,} chars in 7-char chunks; medians of {runs} runs, in turn")
+    print(f"StepParser, {'this tree':<{width}}  {mb / new:7.2f} MB/s")
+    print(f"StepParser, {ref:<{width}}  {mb / old:7.2f} MB/s")
+    print(f"ratio this tree / {ref}: {old / new:.3f}")
+
+
 def main() -> None:
-    """Print the throughput table."""
+    """Print the throughput table, or the comparison with another revision's parser."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs, fewer chunk sizes")
+    parser.add_argument(
+        "--compare",
+        nargs="?",
+        const=COMPARE_REF,
+        metavar="REF",
+        help=f"time against arq/parsing.py at git revision REF (default {COMPARE_REF})",
+    )
     args = parser.parse_args()
     runs = 1 if args.quick else 5
+    if args.compare is not None:
+        compare(args.compare, runs)
+        return
     sizes = (1, 7, 64) if args.quick else CHUNK_SIZES
 
     big = build_output(1_000_000)

@@ -94,6 +94,18 @@ def test_events_are_the_same_whatever_the_chunking() -> None:
     ]
 
 
+def test_strings_cut_anywhere_are_keys_or_values_as_they_began() -> None:
+    # A string cut by a chunk end goes on as the key or the value it began as, also when it
+    # is the first member of its object or the first item of its array.
+    text = '{"items": ["ab", {"cd": "e\\"f"}, [["gh"]], {}], "answer": {"ij": {"kl": ["mn"]}}}'
+    whole = feed_all(StepParser(STEPS), [text])
+    completed = [e for e in whole if isinstance(e, StepCompleted)]
+    assert {e.step: e.value for e in completed} == json.loads(text)
+    assert [e.raw for e in completed] == [text[e.start : e.end] for e in completed]
+    for size in range(1, 9):
+        assert feed_all(StepParser(STEPS), chunks_of(text, size)) == whole
+
+
 def test_each_feed_returns_the_events_its_chunk_completed() -> None:
     parser = StepParser(STEPS)
     assert parser.feed('{"plan": ') == []
