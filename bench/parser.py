@@ -6,7 +6,7 @@ Builds a realistic output (six steps: long strings with escapes, lists of object
 feeds it in small chunks as a stream would, and prints MB/s and the time ratio between a
 1 MB and a 100 KB output for each chunk size (linear time means a ratio near 10).
 
-With --compare, times this tree's parser against `arq/parsing.py` at the git revision REF
+With --compare, times the installed parser against the one at the git revision REF
 instead (default a743127, the last revision whose `StepParser.feed` was one long loop):
 7-char chunks of the 1 MB output, the two parsers run in turn, and the ratio of speeds.
 """
@@ -14,6 +14,7 @@ instead (default a743127, the last revision whose `StepParser.feed` was one long
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import random
 import statistics
@@ -142,29 +143,34 @@ def timed(
 
 
 def load_parser(source: str, origin: str) -> type[StepParser]:
-    """The StepParser class that `source`, the text of an arq/parsing.py, defines.
+    """The StepParser class that `source`, the text of a revision's parser module, defines.
 
     The text runs in a module object of its own, named like the real one, so that the
     parsers of two revisions can run in one process.
     """
-    module = types.ModuleType("arq.parsing")
+    module = types.ModuleType("arq.parsing.parser")
     module.__file__ = origin
     exec(compile(source, origin, "exec"), module.__dict__)
     return cast("type[StepParser]", module.StepParser)
 
 
 def compare(ref: str, runs: int) -> None:
-    """Print the speed of this tree's parser and of the one at `ref`, on 7-char chunks.
+    """Print the speed of the installed parser and of the one at `ref`, on 7-char chunks.
 
-    This tree's parser is read from the file beside this script, not imported: the `arq`
-    that the interpreter imports may be another checkout's (an editable install).
+    The parser at `ref` is read with git: `arq/parsing.py`, or `arq/parsing/parser.py` once
+    the parser became a package.
     """
     root = Path(__file__).resolve().parent.parent
-    path = root / "arq" / "parsing.py"
-    new_parser = load_parser(path.read_text(encoding="utf-8"), str(path))
-    git = ["git", "show", f"{ref}:arq/parsing.py"]
-    source = subprocess.run(git, cwd=root, capture_output=True, text=True, check=True).stdout
-    old_parser = load_parser(source, f"{ref}:arq/parsing.py")
+    path = Path(inspect.getfile(StepParser))
+    new_parser = StepParser
+    for name in ("arq/parsing.py", "arq/parsing/parser.py"):
+        git = ["git", "show", f"{ref}:{name}"]
+        shown = subprocess.run(git, cwd=root, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"no parser at {ref}: {shown.stderr.strip()}")
+    old_parser = load_parser(shown.stdout, f"{ref}:{name}")
     big = build_output(1_000_000)
     mb = len(big) / 1e6
     chunks = split(big, 7)
@@ -172,7 +178,7 @@ def compare(ref: str, runs: int) -> None:
         [partial(feed_all, chunks, new_parser), partial(feed_all, chunks, old_parser)], runs
     )
     width = max(len(ref), len("this tree"))
-    print(f"this tree: {path}")
+    print(f"this tree: {path} (the arq this interpreter imports)")
     print(f"output: {len(big):,} chars in 7-char chunks; medians of {runs} runs, in turn")
     print(f"StepParser, {'this tree':<{width}}  {mb / new:7.2f} MB/s")
     print(f"StepParser, {ref:<{width}}  {mb / old:7.2f} MB/s")

@@ -1,60 +1,22 @@
-"""Incremental JSON step parser: checks a model's JSON output step by step while it streams.
-
-The output must be one JSON object whose keys are the declared steps, in declared order
-(a step may be skipped). `StepParser` validates the syntax as chunks arrive, so a broken
-output is rejected at the exact character that broke it, and reports each step as soon as
-its value is complete. Work is linear in the output size whatever the chunk sizes: runs
-(string bodies, digits, whitespace) are skipped with compiled regexes, and only the text of
-the step being read is joined, once, when it ends.
-"""
+"""`StepParser`: the incremental JSON step parser (see `arq.parsing`)."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol, TypeAlias, cast
+from typing import Any, NoReturn, Protocol, cast
 
-from arq.errors import OutputParseError, ParseProblem, SchemaError, TruncatedOutputError
+from arq.errors import InvalidArgumentError, OutputParseError, ParseProblem, TruncatedOutputError
+from arq.parsing.events import (
+    ObjectCompleted,
+    ParseEvent,
+    StepCompleted,
+    StepStarted,
+    step_names,
+)
 
-__all__ = [
-    "ObjectCompleted",
-    "ParseEvent",
-    "StepCompleted",
-    "StepParser",
-    "StepStarted",
-    "parse_tolerant",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class StepStarted:
-    """A top-level step's key was read and its value began at `position`."""
-
-    step: str
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class StepCompleted:
-    """A top-level step's value ended; `raw` is its text, `output[start:end]`."""
-
-    step: str
-    value: Any
-    raw: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectCompleted:
-    """The top-level closing brace was read; `position` is its offset."""
-
-    position: int
-
-
-ParseEvent: TypeAlias = StepStarted | StepCompleted | ObjectCompleted
+__all__ = ["StepParser"]
 
 # Modes between chunks. A number or literal cut by the chunk end is kept as `_pending` text
 # and read again with the next chunk (it is short: numbers are capped); a string cut by the
@@ -112,24 +74,6 @@ _number_prefix = cast(
 )
 
 
-def _step_names(steps: Sequence[str] | type[Any]) -> list[str]:
-    """Return the declared step keys, from a sequence or a pydantic model class."""
-    if isinstance(steps, type):
-        fields = getattr(steps, "model_fields", None)
-        if not isinstance(fields, dict):
-            raise TypeError(f"{steps.__name__} is not a pydantic model: pass step names instead")
-        return list(fields)
-    if isinstance(steps, str):
-        raise TypeError("steps must be a sequence of step names, not a single string")
-    names = list(steps)
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise SchemaError(f"step {name!r} is declared twice", field=name)
-        seen.add(name)
-    return names
-
-
 def _show(c: str) -> str:
     """Quote a char for a message; control chars as U+XXXX."""
     return repr(c) if c.isprintable() else f"U+{ord(c):04X}"
@@ -146,8 +90,8 @@ class StepParser:
 
     def __init__(self, steps: Sequence[str] | type[Any], *, max_depth: int = 256) -> None:
         if max_depth < 1:
-            raise ValueError("max_depth must be at least 1")
-        self._steps = _step_names(steps)
+            raise InvalidArgumentError("max_depth must be at least 1")
+        self._steps = step_names(steps)
         self._index = {name: k for k, name in enumerate(self._steps)}
         self._max_depth = max_depth
         self._chunks: list[str] = []  # everything received: joined per step, and for errors
@@ -545,78 +489,3 @@ _READERS = (
     StepParser._read_after,  # _AFTER
     StepParser._read_end,  # _END
 )
-
-# Bounds the raw_decode attempts of parse_tolerant, each linear in the text after it.
-_MAX_ATTEMPTS = 32
-_fence = re.compile(r"```[A-Za-z0-9_+-]*")
-
-
-def _candidates(text: str) -> list[int]:
-    """Offsets where a JSON object may start, the likeliest first, at most _MAX_ATTEMPTS."""
-    found: dict[int, None] = {}  # an ordered set
-    stripped = len(text) - len(text.lstrip())
-    if text.startswith("{", stripped):
-        found[stripped] = None
-    brace = -1  # only grows, so the searches after fences read the text once in all
-    for m in _fence.finditer(text):
-        if m.end() > brace:
-            brace = text.find("{", m.end())
-            if brace < 0:
-                break
-            found[brace] = None
-            if len(found) >= _MAX_ATTEMPTS:
-                break
-    brace = text.find("{")
-    while brace >= 0 and len(found) < _MAX_ATTEMPTS:
-        found[brace] = None
-        brace = text.find("{", brace + 1)
-    return list(found)
-
-
-def parse_tolerant(text: str, steps: Sequence[str] | type[Any] | None = None) -> dict[str, Any]:
-    """Find the JSON object in a model's text, which may hold fences or prose around it.
-
-    For backends without constrained decoding. Objects are tried at the start of the text,
-    then after code fences, then at each brace (a bounded number of tries). With `steps`,
-    the first object having at least one step key wins over other objects; objects inside
-    an object already decoded are not candidates.
-
-    Raises:
-        OutputParseError: No JSON object was found (problem "invalid_json").
-    """
-    wanted = set(_step_names(steps)) if steps is not None else None
-    decoder = json.JSONDecoder()
-    fallback: dict[str, Any] | None = None
-    failed_at: int | None = None
-    decoded: list[tuple[int, int]] = []
-    for start in _candidates(text):
-        if any(a < start < b for a, b in decoded):
-            continue
-        try:
-            obj, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError as exc:
-            failed_at = exc.pos if failed_at is None else failed_at
-            continue
-        except (ValueError, RecursionError):  # e.g. an int too long to convert
-            failed_at = start if failed_at is None else failed_at
-            continue
-        decoded.append((start, end))
-        if wanted is None or not wanted.isdisjoint(obj):
-            return cast("dict[str, Any]", obj)
-        if fallback is None:
-            fallback = obj
-    if fallback is not None:
-        return fallback
-    hint = "the output should be one JSON object, bare or in a ```json fence"
-    if failed_at is None:
-        raise OutputParseError(
-            f"no JSON object found in the output, which holds no '{{': {hint}",
-            problem="invalid_json",
-            position=0,
-        )
-    raise OutputParseError(
-        f"no valid JSON object found in the output; the first one breaks at character"
-        f" {failed_at}: {hint}",
-        problem="invalid_json",
-        position=failed_at,
-    )
