@@ -1,6 +1,6 @@
 """Throughput and linearity of the incremental step parser.
 
-Usage: python bench/parser.py [--quick] [--compare [REF]]
+Usage: python bench/parser.py [--quick] [--compare [REF]] [--hostile]
 
 Builds a realistic output (six steps: long strings with escapes, lists of objects),
 feeds it in small chunks as a stream would, and prints MB/s and the time ratio between a
@@ -9,6 +9,11 @@ feeds it in small chunks as a stream would, and prints MB/s and the time ratio b
 With --compare, times the installed parser against the one at the git revision REF
 instead (default a743127, the last revision whose `StepParser.feed` was one long loop):
 7-char chunks of the 1 MB output, the two parsers run in turn, and the ratio of speeds.
+
+With --hostile, times the inputs a model (or an attacker) can write to make a parser slow:
+deep nesting, huge numbers, runs of whitespace, text full of braces and fences. Each should
+take milliseconds: the parser stops at the offending character, and `parse_tolerant` tries a
+bounded number of starts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from functools import partial
 from pathlib import Path
 from typing import cast
 
-from arq.parsing import StepParser
+from arq.errors import ArqError
+from arq.parsing import StepParser, parse_tolerant
 
 STEPS = ["request", "context", "findings", "checks", "summary", "answer"]
 COMPARE_REF = "a743127"
@@ -185,6 +191,42 @@ def compare(ref: str, runs: int) -> None:
     print(f"ratio this tree / {ref}: {old / new:.3f}")
 
 
+def hostile() -> None:
+    """Print the time each hostile input takes (median of 3), and what it raised."""
+    cases: list[tuple[str, Callable[[], object]]] = [
+        ("100k '[' in 1-char chunks", partial(feed_all, split('{"plan": ' + "[" * 100_000, 1))),
+        (
+            "100k '{\"a\":' in 7-char chunks",
+            partial(feed_all, split('{"plan":' + '{"a":' * 100_000, 7)),
+        ),
+        ("a 100k-digit integer", partial(feed_all, ['{"plan": ' + "9" * 100_000 + "}"])),
+        (
+            "200k spaces around a 200 KB string, 3-char chunks",
+            partial(
+                feed_all,
+                split(" " * 100_000 + '{"request": "' + "ab\\n" * 50_000 + '"}' + " " * 100_000, 3),
+            ),
+        ),
+    ]
+    for text in ["{" * 200_000, '{"a": ' * 50_000, "x {" * 100_000, "```" * 100_000 + "{"]:
+        cases.append(
+            (
+                f"parse_tolerant, {text[:6]!r}... ({len(text):,} chars)",
+                partial(parse_tolerant, text),
+            )
+        )
+    for label, call in cases:
+        times, outcome = [], "ok"
+        for _ in range(3):
+            t0 = time.perf_counter()
+            try:
+                call()
+            except ArqError as error:
+                outcome = type(error).__name__
+            times.append(time.perf_counter() - t0)
+        print(f"{label:58} {statistics.median(times) * 1000:8.1f} ms  {outcome}")
+
+
 def main() -> None:
     """Print the throughput table, or the comparison with another revision's parser."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,7 +238,11 @@ def main() -> None:
         metavar="REF",
         help=f"time against arq/parsing.py at git revision REF (default {COMPARE_REF})",
     )
+    parser.add_argument("--hostile", action="store_true", help="time the hostile inputs")
     args = parser.parse_args()
+    if args.hostile:
+        hostile()
+        return
     runs = 1 if args.quick else 5
     if args.compare is not None:
         compare(args.compare, runs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from arq.parsing import (
     StepStarted,
     parse_tolerant,
 )
+from arq.parsing.tolerant import _MAX_ATTEMPTS, _candidates
 
 STEPS = ["plan", "résumé", "items", "answer"]
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -525,17 +525,17 @@ def test_any_text_raises_only_arq_errors(text: str, data: st.DataObject) -> None
 # --- hostile inputs ---------------------------------------------------------------------
 
 
-def _raises_quickly(text: str, size: int, problem: str, position: int) -> None:
-    start = time.perf_counter()
+def _raises_at(text: str, size: int, problem: str, position: int) -> None:
+    """The parser stops at the offending character, without reading the rest (how long
+    that takes is `bench/parser.py --hostile`'s business)."""
     exc = parse_error(text, size=size)
-    assert time.perf_counter() - start < 2.0
     assert (exc.problem, exc.position) == (problem, position)
 
 
 @pytest.mark.parametrize("size", [1, 7, 1 << 20])
 def test_deep_nesting_is_too_deep(size: int) -> None:
-    _raises_quickly('{"plan": ' + "[" * 100_000, size, "too_deep", 9 + 255)
-    _raises_quickly('{"plan":' + '{"a":' * 100_000, size, "too_deep", 8 + 5 * 255)
+    _raises_at('{"plan": ' + "[" * 100_000, size, "too_deep", 9 + 255)
+    _raises_at('{"plan":' + '{"a":' * 100_000, size, "too_deep", 8 + 5 * 255)
 
 
 def test_deep_nesting_with_a_high_max_depth_raises_an_arq_error() -> None:
@@ -548,8 +548,8 @@ def test_deep_nesting_with_a_high_max_depth_raises_an_arq_error() -> None:
 
 @pytest.mark.parametrize("size", [7, 1 << 20])
 def test_huge_integers_are_refused(size: int) -> None:
-    _raises_quickly('{"plan": ' + "9" * 100_000 + "}", size, "invalid_json", 9 + 4300)
-    _raises_quickly('{"plan": [-0.' + "1" * 100_000 + "]}", size, "invalid_json", 10 + 4300)
+    _raises_at('{"plan": ' + "9" * 100_000 + "}", size, "invalid_json", 9 + 4300)
+    _raises_at('{"plan": [-0.' + "1" * 100_000 + "]}", size, "invalid_json", 10 + 4300)
 
 
 def test_numbers_are_capped_at_4300_chars() -> None:
@@ -580,10 +580,8 @@ def test_control_chars_in_strings_are_refused() -> None:
 def test_huge_whitespace_and_long_strings_stay_linear() -> None:
     text = " " * 100_000 + '{"plan": "' + "ab\\n" * 50_000 + '", "answer": ' + " " * 100_000
     text += "1}" + " \n" * 50_000
-    start = time.perf_counter()
     parser = StepParser(STEPS)
     feed_all(parser, chunks_of(text, 3))
-    assert time.perf_counter() - start < 5.0
     assert parser.completed == {"plan": "ab\n" * 50_000, "answer": 1}
 
 
@@ -640,13 +638,14 @@ def test_parse_tolerant_without_an_object_raises(text: str, position: int) -> No
     assert "JSON object" in str(info.value)
 
 
-def test_parse_tolerant_on_hostile_text_is_quick() -> None:
-    hostile = ["{" * 200_000, "[" * 200_000, '{"a": ' * 50_000, "x {" * 100_000, "```" * 100_000]
-    for text in [*hostile, "```" * 100_000 + "{"]:
-        start = time.perf_counter()
+HOSTILE = ["{" * 200_000, "[" * 200_000, '{"a": ' * 50_000, "x {" * 100_000, "```" * 100_000]
+
+
+def test_parse_tolerant_on_hostile_text_tries_a_bounded_number_of_starts() -> None:
+    for text in [*HOSTILE, "```" * 100_000 + "{"]:
+        assert len(_candidates(text)) <= _MAX_ATTEMPTS  # each try is linear in the text
         with pytest.raises(OutputParseError):
             parse_tolerant(text)
-        assert time.perf_counter() - start < 2.0
     big = "{" * 100_000 + ' {"answer": 1}'
     with pytest.raises(OutputParseError):  # beyond the bounded number of attempts
         parse_tolerant(big)
