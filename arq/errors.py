@@ -148,6 +148,7 @@ ParseProblem = Literal[
     "too_deep",
     "not_an_object",
 ]
+"""The rule an `OutputParseError` reports as broken (its `problem`)."""
 
 
 class OutputParseError(OutputError):

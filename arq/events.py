@@ -65,3 +65,4 @@ class OutputAccepted(Generic[SchemaT]):
 
 
 Event: TypeAlias = StepAccepted | StepFailed | RepairStarted | RetryScheduled | OutputAccepted[Any]
+"""Any event `Executor.stream` yields."""

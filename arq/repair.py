@@ -336,7 +336,8 @@ def _failure_text(failure: OutputError | None, step: str) -> str:
 # they would point back at the line the wrong value came from.
 
 _WORD = re.compile(r"[^\W_]+")
-MAX_LINE = 200  # characters quoted of one line
+MAX_LINE = 200
+"""Characters of one context line that a repair turn quotes, at most."""
 
 
 def evidence(

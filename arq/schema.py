@@ -110,8 +110,16 @@ def query(
             each on llama.cpp and OpenAI-style servers; the prompt states it as "about N
             tokens"). A value that runs past it fails at once. Not a Pydantic constraint.
         default: a default value; `None` makes the step optional (nullable when strict).
-        min_length, max_length, pattern, gt, ge, lt, le, multiple_of, examples: Pydantic's
-            field constraints.
+        min_length: the least length (this and the eight below are Pydantic's field
+            constraints).
+        max_length: the greatest length.
+        pattern: a regular expression a string value must match.
+        gt: a bound the value must be greater than.
+        ge: a bound the value must be greater than or equal to.
+        lt: a bound the value must be less than.
+        le: a bound the value must be less than or equal to.
+        multiple_of: a number the value must be a multiple of.
+        examples: example values of the step.
     """
     return _step_field(
         "query",

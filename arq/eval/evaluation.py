@@ -189,7 +189,10 @@ def evaluate(
         repeats: k: runs per item and strategy; repeat r samples with seed `seed + r`.
         scorers: Named `(output, item) -> bool` callables (a list is named by `__name__`).
         concurrency: Runs at once (`Executor.amap`); 1 suits an embedded model.
-        temperature, repair_temperature, max_tokens: Sampling settings of every call.
+        temperature: The sampling temperature of every call (as `arq.Executor`'s).
+        repair_temperature: The temperature of the step a repair redoes (as
+            `arq.Executor`'s).
+        max_tokens: The output token limit of every call.
         seed: The base seed; None leaves sampling unseeded.
         max_repairs: Repairs allowed to `arq` (the unchecked strategies get none).
         progress: A progress bar on stderr (True), on a given stream, or none (False).

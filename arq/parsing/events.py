@@ -38,6 +38,7 @@ class ObjectCompleted:
 
 
 ParseEvent: TypeAlias = StepStarted | StepCompleted | ObjectCompleted
+"""Any event `StepParser.feed` returns."""
 
 
 def step_names(steps: Sequence[str] | type[Any]) -> list[str]:

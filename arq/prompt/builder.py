@@ -121,6 +121,7 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     Section("examples", "examples.jinja", "system"),
     Section("context", "context.jinja", "user"),
 )
+"""The sections `PromptBuilder()` renders, in order."""
 
 _TEMPLATE_NAME = re.compile(r"[\w.\-/]+\.jinja2?")
 _SETTINGS: dict[str, Any] = {

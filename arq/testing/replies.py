@@ -193,6 +193,7 @@ class Malformed:
 
 Fault: TypeAlias = DropAfter | Stall | Malformed
 Scripted: TypeAlias = Reply | Status | Fault
+"""What `FakeOpenAIServer.script` takes: a reply, an HTTP status or a fault."""
 
 
 @dataclass(eq=False)
@@ -234,6 +235,7 @@ class ReceivedRequest:
 
 
 Responder: TypeAlias = Callable[[ReceivedRequest], Scripted]
+"""Makes a reply from a request when `FakeOpenAIServer` has no scripted one left."""
 
 
 def as_scripted(item: object, source: str) -> Scripted:
