@@ -195,13 +195,13 @@ class LlamaCppBackend:
             None).
         seed: Sampling seed when `Settings.seed` is None (random if None too).
         chat_template: A Jinja chat template to use instead of the model's own.
-        flash_attn: llama.cpp's fused attention. On by default: on CPU it generates about
-            5 % faster with a short prompt and 8 % with 3,000 tokens of context, where
-            attention costs a small model more than its weights do.
+        flash_attn: llama.cpp's fused attention. On by default: on CPU it generates
+            faster, the more so after a long context, where attention costs a small model
+            more than its weights do.
         weights: The encoding the model's weights run in: "Q8_0" or "F16", re-encoded
             once and kept in a cache (`arq.backends.llamacpp.weights`), or None for the file as it
             is. The default, "auto", is "Q8_0" for the bundled model (shipped as Q4_1,
-            whose prompts llama.cpp reads 1.8 times more slowly) and None for a model given
+            whose prompts llama.cpp reads on a slower path) and None for a model given
             by `model_path` or `ARQ_MODEL`.
         write_keys: Evaluate the rest of each step's key as one batch once its opening
             quote is written, since the grammar fixes it, instead of sampling it token by

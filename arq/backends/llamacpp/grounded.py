@@ -8,14 +8,14 @@ the answer writes the value of such a step, `Grounded` pushes down every token t
 take the value off them, so a small model can still pick the wrong id or quote the wrong
 line, but does not write an id that is not listed or a name the record does not hold
 (unless the grammar leaves it no other token).
-The check runs as before; nothing is accepted because it was steered.
+The check still runs; nothing is accepted because it was steered.
 
 The processor follows the answer's JSON as it is written: the key at the object's top
 level, whether a string is a key or a value, and the value's text as the model writes it
 (JSON escapes included, compared with the JSON text of the choices and the source). Only
-tokens with a quote can open or close a string, and there are few of them (163 of
-SmolLM2's 49,152), so those are tried one by one; a token without one continues the value
-and is looked up from the text that may follow (`TokenTable.prefixes_of`). The penalty is
+tokens with a quote can open or close a string, and a vocabulary has few of them, so those
+are tried one by one; a token without one continues the value and is looked up from the
+text that may follow (`TokenTable.prefixes_of`). The penalty is
 finite and above the exclusion's: a token the grammar forces is still taken (the value is
 then let go), and when the only grounded continuations complete a rejected value, that
 value is written again and the executor's same-failure rule ends the run.

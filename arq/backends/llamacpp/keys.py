@@ -4,8 +4,8 @@ The grammar lists the answer's keys in step order, so once a key's opening quote
 written, the rest of the key and its closing quote are fixed; the colon comes next, with
 optional whitespace before it that no model writes. Sampling those tokens one at a time
 costs a forward pass each, for nothing: `KeyWriter` says what text is due, and the
-backend evaluates its tokens in one batch with the token that opened the key. About a
-third of a form's answer is key text. The tokens still pass the grammar, one by one,
+backend evaluates its tokens in one batch with the token that opened the key. Much of a
+form's answer is key text. The tokens still pass the grammar, one by one,
 before they are taken.
 """
 

@@ -1,11 +1,12 @@
 """Picks each next token under a grammar, asking the grammar only about the token picked.
 
 llama.cpp's grammar sampler, run as one link of a sampler chain, tests every token of the
-vocabulary against the grammar before each pick: 49,152 tests for SmolLM2, about a fifth
-of the embedded model's generation time. Yet inside a JSON answer the model's own choice
-is almost always one the grammar allows. `GrammarSampler` picks first, from the logits as
-they are, and tests that one token; only when the grammar refuses it does it mask the
-whole vocabulary and pick again (as llama.cpp's own `common_sampler` does).
+vocabulary against the grammar before each pick, a large share of the embedded model's
+generation time (`bench/local_speed.py` compares the two). Yet inside a JSON answer the
+model's own choice is almost always one the grammar allows. `GrammarSampler` picks first,
+from the logits as they are, and tests that one token; only when the grammar refuses it
+does it mask the whole vocabulary and pick again (as llama.cpp's own `common_sampler`
+does).
 
 - Greedy, this gives exactly the token that masking first would give: the best token,
   when allowed, is also the best allowed token.

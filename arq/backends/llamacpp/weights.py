@@ -3,9 +3,9 @@
 llama.cpp reads a prompt with matrix kernels (llamafile's) that cover F16, Q8_0, Q4_0 and
 a few other types but not Q4_1, the type the bundled SmolLM2-135M ships in, so a Q4_1
 prompt takes a slower path. Re-encoded as Q8_0, each weight stays within 1/254 of the
-largest in its block of 32: the same model, which reads a 2,300-token prompt 1.8 times as
-fast and generates a little faster (`bench/weights.py`). Converting takes about a second;
-the copy is kept under `cache_dir()` and used again while the source file is unchanged.
+largest in its block of 32: the same model, which reads prompts faster and generates a
+little faster (`bench/weights.py` measures both). The conversion runs once: the copy is
+kept under `cache_dir()` and used again while the source file is unchanged.
 """
 
 from __future__ import annotations
