@@ -24,12 +24,13 @@ from typing import Any, Literal, TypeVar
 import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings
+from arq.backends.openai_events import chunk_of
 from arq.checks import AllowedValues
 from arq.errors import BackendError, InvalidArgumentError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
-from arq.trace import Usage, credential_header, redact, register_secret
+from arq.trace import credential_header, redact, register_secret
 
 __all__ = ["PROFILES", "OpenAIBackend"]
 
@@ -190,7 +191,7 @@ class OpenAIBackend:
         response = await _guarded(create, reading=False)
         try:
             while (event := await _guarded(anext(response, _END), reading=True)) is not _END:
-                chunk = _chunk(event)
+                chunk = chunk_of(event)
                 if chunk is not None:
                     yield chunk
         finally:
@@ -242,23 +243,6 @@ def _headers_given(client: openai.OpenAI) -> dict[str, str] | None:
     headers = client.default_headers.items()
     given = {k: v for k, v in headers if isinstance(v, str) and own.get(k) != v}
     return given or None
-
-
-def _chunk(event: Any) -> Chunk | None:
-    usage = None
-    if getattr(event, "usage", None) is not None:
-        usage = Usage(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
-    if not event.choices:
-        return Chunk(usage=usage) if usage is not None else None
-    choice = event.choices[0]
-    delta = choice.delta
-    text = delta.content or "" if delta is not None else ""
-    if delta is not None and delta.tool_calls:
-        text += "".join(call.function.arguments or "" for call in delta.tool_calls if call.function)
-    refusal = getattr(delta, "refusal", None) if delta is not None else None
-    if not text and refusal is None and choice.finish_reason is None and usage is None:
-        return None
-    return Chunk(text=text, finish_reason=choice.finish_reason, usage=usage, refusal=refusal)
 
 
 def _secrets(settings: Mapping[str, Any], shared: openai.AsyncOpenAI | None) -> list[str]:
