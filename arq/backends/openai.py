@@ -276,8 +276,8 @@ def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
     """The one place SDK and transport errors become arq errors, from masked text and
     plain attributes; None for an error that is not the service's (a bug, a bad argument).
 
-    While `reading` the stream, any error is the service's: what the SDK cannot decode
-    is a malformed event.
+    While `reading` the stream, any error is the service's: the SDK raises it while
+    decoding what the service sent.
     """
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
@@ -300,12 +300,15 @@ def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
         return BackendError(
             redact(f"the model service sent an error: {exc.message}"), retryable=True
         )
+    if isinstance(exc, ValueError):  # a stream event that is not JSON
+        return BackendError(
+            redact(f"the model service sent a malformed event: {exc}"), retryable=True
+        )
     if type(exc).__module__.partition(".")[0] in ("httpx", "httpx2", "httpcore", "h11"):
         return BackendError(redact(f"the stream broke off: {exc!r}"), retryable=True)
-    if reading:  # an event that is not JSON, or that the SDK could not build
+    if reading:  # an event the SDK could not build
         return BackendError(
-            redact(f"the model service sent a malformed event: {type(exc).__name__}: {exc}"),
-            retryable=True,
+            redact(f"the stream could not be read: {type(exc).__name__}: {exc}"), retryable=True
         )
     return None
 
