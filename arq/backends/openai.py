@@ -53,8 +53,8 @@ llama-cpp-python's own server rejects the `json_schema` response format and want
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _NO_KEY = "not-needed"  # the SDK refuses to start without a key, which local servers ignore
-_END = object()  # what the SDK's stream gives after its last event
-T = TypeVar("T")
+_END = object()  # `anext`'s default: the stream has ended
+_T = TypeVar("_T")
 
 
 class OpenAIBackend:
@@ -260,7 +260,7 @@ def _secrets(settings: Mapping[str, Any], shared: openai.AsyncOpenAI | None) -> 
     return secrets
 
 
-async def _guarded(call: Awaitable[T], *, reading: bool) -> T:
+async def _guarded(call: Awaitable[_T], *, reading: bool) -> _T:
     """Await one call of the SDK; its failure comes out as a `BackendError` raised outside
     the `except` block, so the SDK's exception is neither its cause nor its context."""
     try:
