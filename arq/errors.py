@@ -13,7 +13,7 @@ ArqError
 ├── UsageError             bad input to the `arq` command (user)
 ├── DatasetError           an evaluation dataset item is malformed (user; also a ValueError)
 ├── ModelNotFoundError     no GGUF model file for the local backend (also a FileNotFoundError)
-├── BackendError           the model service failed (status, retryable, retry_after)
+├── BackendError           the model service failed (status, retryable, retry_after, ...)
 ├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
 └── OutputError            the model's output cannot be accepted
     ├── OutputParseError   not JSON, or keys in the wrong order, duplicated or unknown
@@ -229,7 +229,8 @@ class BackendError(ArqError):
 
     `retryable` says whether the same request may succeed later (timeouts, dropped
     connections, 408/409/429/5xx); `status` is the HTTP status, if any; `retry_after` is
-    the wait in seconds the service asked for, if it did.
+    the wait in seconds the service asked for, if it did; `request_id` is the service's
+    id of the failed request (its `x-request-id` header), to quote to its support.
     """
 
     def __init__(
@@ -239,11 +240,13 @@ class BackendError(ArqError):
         retryable: bool,
         status: int | None = None,
         retry_after: float | None = None,
+        request_id: str | None = None,
     ):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
+        self.request_id = request_id
 
 
 class DeadlineExceededError(ArqError):

@@ -3,8 +3,10 @@
 A `Trace` records each call to the model as an `Attempt` (its request, the raw text
 received, the steps checked with their timings, the error that ended it) so a run can be
 explained afterwards and written to JSONL. Secrets never reach a trace: `redact` masks API
-keys and Authorization values in every text that is written out; `redact_headers` applies
-the same rule to HTTP headers, masking credential headers whole.
+keys and Authorization values in every text that is written out, and every exact secret
+given to `register_secret` (a backend registers the key and credential headers it was
+given, whatever their shape); `redact_headers` applies the same rule to HTTP headers,
+masking credential headers whole.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -26,10 +29,12 @@ __all__ = [
     "StepRecord",
     "Trace",
     "Usage",
+    "credential_header",
     "estimate_tokens",
     "redact",
     "redact_all",
     "redact_headers",
+    "register_secret",
 ]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -44,14 +49,53 @@ _SECRETS = re.compile(
 )
 
 
-# Headers whose whole value is a credential, whatever it looks like.
+# Headers whose whole value is a credential, whatever it looks like: these names, and any
+# whose last word is one of these words (x-goog-api-key, x-auth-token, ...).
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
 )
+_CREDENTIAL_WORD = re.compile(
+    r"(?i)(?:^|[-_])(?:key|apikey|token|secret|password|passwd|credentials?|cookie|session)$"
+)
+
+_MIN_SECRET_CHARS = 8  # masking shorter strings everywhere would garble ordinary text
+
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+_exact: re.Pattern[str] | None = None  # every registered secret, longest first
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` wherever arq writes text from now on (errors, traces, cassettes, the
+    test server's records), in addition to the patterns.
+
+    Its JSON-escaped and `repr` forms are masked too. Secrets stay registered for the
+    life of the process; one shorter than 8 characters is ignored.
+    """
+    global _exact
+    if not isinstance(value, str) or len(value) < _MIN_SECRET_CHARS:
+        return
+    forms = {value, json.dumps(value, ensure_ascii=False)[1:-1], repr(value)[1:-1]}
+    with _registered_lock:
+        if forms <= _registered:
+            return
+        _registered.update(forms)
+        ordered = sorted(_registered, key=len, reverse=True)
+        _exact = re.compile("|".join(re.escape(form) for form in ordered))
+
+
+def credential_header(name: str) -> bool:
+    """Whether an HTTP header's value is a credential (Authorization, api-key,
+    x-goog-api-key, Cookie, ...), judged by its name."""
+    lower = name.lower()
+    return lower in _CREDENTIAL_HEADERS or _CREDENTIAL_WORD.search(lower) is not None
 
 
 def redact(text: str) -> str:
-    """`text` with API keys and bearer tokens replaced by `***`."""
+    """`text` with registered secrets, API keys and bearer tokens replaced by `***`."""
+    exact = _exact
+    if exact is not None:
+        text = exact.sub("***", text)
     return _SECRETS.sub(lambda m: (m.group("lead") or "") + "***", text)
 
 
@@ -61,7 +105,7 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     clean = {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower in _CREDENTIAL_HEADERS:
+        if credential_header(lower):
             scheme, space, _ = value.partition(" ")
             keep = space and lower.endswith("authorization")
             clean[name] = f"{scheme} [REDACTED]" if keep else "[REDACTED]"

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from arq.trace import Usage, estimate_tokens, redact, redact_all, redact_headers
+from arq.trace import (
+    Usage,
+    credential_header,
+    estimate_tokens,
+    redact,
+    redact_all,
+    redact_headers,
+    register_secret,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +50,10 @@ def test_redact_headers_masks_credential_headers_whole_and_the_rule_elsewhere() 
         "Proxy-Authorization": "Basic dXNlcjpwYXNz",
         "api-key": "0123456789abcdef",
         "cookie": "session=abc",
-        "x-forwarded-key": "sk-abcdef123456",
+        "x-goog-api-key": "AIzaSyExample0123",
+        "X-Auth-Token": "opaque",
+        "x-note": "sk-abcdef123456",
+        "x-ratelimit-remaining-tokens": "999",
         "content-type": "application/json",
     }
     assert redact_headers(headers) == {
@@ -48,6 +61,47 @@ def test_redact_headers_masks_credential_headers_whole_and_the_rule_elsewhere() 
         "Proxy-Authorization": "Basic [REDACTED]",
         "api-key": "[REDACTED]",
         "cookie": "[REDACTED]",
-        "x-forwarded-key": "***",
+        "x-goog-api-key": "[REDACTED]",
+        "X-Auth-Token": "[REDACTED]",
+        "x-note": "***",
+        "x-ratelimit-remaining-tokens": "999",
         "content-type": "application/json",
     }
+
+
+def test_a_registered_secret_is_masked_whatever_its_shape() -> None:
+    """Keys that match no pattern (Groq's gsk_, Google's AIza, an Azure hex key, a key
+    with quotes) are masked once registered: as written, JSON-escaped and repr-escaped."""
+    keys = ["gsk_Trace0registered1", "AIzaTraceRegistered2", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"]
+    quoted = 'we"ird\\key:Trace3'
+    for key in [*keys, quoted]:
+        register_secret(key)
+    text = f"echo {keys[0]}, {keys[1]}; {keys[2]}."
+    assert redact(text) == "echo ***, ***; ***."
+    assert redact(json.dumps({"k": quoted})) == '{"k": "***"}'
+    assert redact(repr(quoted)) == "'***'"
+    assert redact_all({"a": [f"x{keys[1]}y"]}) == {"a": ["x***y"]}
+    assert redact_headers({"x-note": keys[2]}) == {"x-note": "***"}
+
+
+def test_a_short_registered_value_is_not_masked() -> None:
+    register_secret("k")
+    register_secret("abc1234")  # 7 characters: masking it everywhere would garble text
+    assert redact("a k in abc1234") == "a k in abc1234"
+
+
+@pytest.mark.parametrize(
+    ("name", "credential"),
+    [
+        ("Authorization", True),
+        ("x-goog-api-key", True),
+        ("Ocp-Apim-Subscription-Key", True),
+        ("x-auth-token", True),
+        ("Set-Cookie", True),
+        ("x-ratelimit-remaining-tokens", False),
+        ("x-request-id", False),
+        ("OpenAI-Organization", False),
+    ],
+)
+def test_credential_headers_are_known_by_name(name: str, credential: bool) -> None:
+    assert credential_header(name) is credential

@@ -3,7 +3,11 @@
 The only module of arq that imports `openai`. It maps a `Request` to the wire form the
 server's capabilities allow (strict `json_schema`, `json_object` with a `schema`, JSON
 mode, a forced tool call, or the prompt alone), streams the answer, and translates every
-SDK error at one boundary (`_translated`) into `BackendError`.
+SDK error at one boundary (`_translated`) into `BackendError`: built from masked text
+and plain attributes, raised outside the `except` block, so no `__cause__` or
+`__context__` reaches the SDK's exception (whose message and request headers can hold the
+key). The key and credential headers it is given are registered with
+`arq.trace.register_secret`, so they are masked wherever arq writes text.
 
 The SDK's own retries are switched off on every client this backend uses: the executor
 retries transport errors itself, and two retry layers would multiply the attempts.
@@ -13,18 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any, Literal
+import os
+from collections.abc import AsyncGenerator, Awaitable, Mapping
+from typing import Any, Literal, TypeVar
 
 import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings
+from arq.backends.openai_events import chunk_of
 from arq.checks import AllowedValues
 from arq.errors import BackendError, InvalidArgumentError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
-from arq.trace import Usage, redact
+from arq.trace import credential_header, redact, register_secret
 
 __all__ = ["PROFILES", "OpenAIBackend"]
 
@@ -46,6 +52,9 @@ llama-cpp-python's own server rejects the `json_schema` response format and want
 """
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
+_NO_KEY = "not-needed"  # the SDK refuses to start without a key, which local servers ignore
+_END = object()  # `anext`'s default: the stream has ended
+_T = TypeVar("_T")
 
 
 class OpenAIBackend:
@@ -113,10 +122,12 @@ class OpenAIBackend:
                 self._settings["api_key"] = api_key
             elif base_url is not None:
                 # local servers need no key, but the SDK refuses to start without one
-                self._settings["api_key"] = "not-needed"
+                self._settings["api_key"] = _NO_KEY
         self._clients: dict[
             asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Task[None]]
         ] = {}
+        for secret in _secrets(self._settings, self._shared):
+            register_secret(secret)
 
     @property
     def name(self) -> str:
@@ -176,19 +187,11 @@ class OpenAIBackend:
         body = self.payload(request, settings)
         client = self._client()
         extra = self._extra_body or None
+        create = client.chat.completions.create(**body, extra_body=extra)
+        response = await _guarded(create, reading=False)
         try:
-            response = await client.chat.completions.create(**body, extra_body=extra)
-        except Exception as exc:
-            raise _translated(exc) from exc
-        try:
-            while True:
-                try:
-                    event = await response.__anext__()
-                except StopAsyncIteration:
-                    return
-                except Exception as exc:
-                    raise _translated(exc) from exc
-                chunk = _chunk(event)
+            while (event := await _guarded(anext(response, _END), reading=True)) is not _END:
+                chunk = chunk_of(event)
                 if chunk is not None:
                     yield chunk
         finally:
@@ -242,25 +245,40 @@ def _headers_given(client: openai.OpenAI) -> dict[str, str] | None:
     return given or None
 
 
-def _chunk(event: Any) -> Chunk | None:
-    usage = None
-    if getattr(event, "usage", None) is not None:
-        usage = Usage(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0)
-    if not event.choices:
-        return Chunk(usage=usage) if usage is not None else None
-    choice = event.choices[0]
-    delta = choice.delta
-    text = delta.content or "" if delta is not None else ""
-    if delta is not None and delta.tool_calls:
-        text += "".join(call.function.arguments or "" for call in delta.tool_calls if call.function)
-    refusal = getattr(delta, "refusal", None) if delta is not None else None
-    if not text and refusal is None and choice.finish_reason is None and usage is None:
-        return None
-    return Chunk(text=text, finish_reason=choice.finish_reason, usage=usage, refusal=refusal)
+def _secrets(settings: Mapping[str, Any], shared: openai.AsyncOpenAI | None) -> list[str]:
+    """The key and the credential headers' values this backend's requests carry."""
+    if shared is not None:
+        key: object = shared.api_key
+        headers: Mapping[str, object] = shared.default_headers
+    else:  # with no key given, the SDK reads the variable
+        key = settings.get("api_key", os.environ.get("OPENAI_API_KEY"))
+        headers = settings.get("default_headers") or {}
+    secrets = [key] if isinstance(key, str) and key != _NO_KEY else []
+    for name, value in headers.items():
+        if isinstance(value, str) and credential_header(name):
+            secrets += [value, value.partition(" ")[2]]  # also a token without its scheme
+    return secrets
 
 
-def _translated(exc: Exception) -> Exception:
-    """The one place SDK and transport errors become arq errors (others pass unchanged)."""
+async def _guarded(call: Awaitable[_T], *, reading: bool) -> _T:
+    """Await one call of the SDK; its failure comes out as a `BackendError` raised outside
+    the `except` block, so the SDK's exception is neither its cause nor its context."""
+    try:
+        return await call
+    except Exception as exc:
+        failure = _translated(exc, reading=reading)
+        if failure is None:
+            raise
+    raise failure
+
+
+def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
+    """The one place SDK and transport errors become arq errors, from masked text and
+    plain attributes; None for an error that is not the service's (a bug, a bad argument).
+
+    While `reading` the stream, any error is the service's: the SDK raises it while
+    decoding what the service sent.
+    """
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         retryable = status in _RETRYABLE_STATUS or status >= 500
@@ -269,6 +287,7 @@ def _translated(exc: Exception) -> Exception:
             retryable=retryable,
             status=status,
             retry_after=parse_retry_after(exc.response.headers) if retryable else None,
+            request_id=exc.request_id,
         )
     if isinstance(exc, openai.APITimeoutError):
         return BackendError("the model service timed out", retryable=True)
@@ -287,7 +306,11 @@ def _translated(exc: Exception) -> Exception:
         )
     if type(exc).__module__.partition(".")[0] in ("httpx", "httpx2", "httpcore", "h11"):
         return BackendError(redact(f"the stream broke off: {exc!r}"), retryable=True)
-    return exc
+    if reading:  # an event the SDK could not build
+        return BackendError(
+            redact(f"the stream could not be read: {type(exc).__name__}: {exc}"), retryable=True
+        )
+    return None
 
 
 def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A scripted item is a `Reply` (a normal completion) or a `Status` (an HTTP error), and a
 `Reply` can be wrapped in faults that strike at a character offset of its content:
-`Stall` pauses, `Malformed` sends a data line that is not JSON, `DropAfter` hangs up.
+`Stall` pauses, `Malformed` sends a raw data line (not JSON, or JSON of the wrong shape),
+`DropAfter` hangs up.
 Faults nest, innermost first: `DropAfter(Stall(Reply(text), 10, 0.5), 40)`.
 
 Model mistakes need no special type: script the JSON a misbehaving model would write.
@@ -181,7 +182,9 @@ class Stall:
 
 @dataclass(frozen=True, slots=True)
 class Malformed:
-    """Send `data` (not JSON) as an SSE data line once `after_chars` characters are sent.
+    """Send `data` as is, as an SSE data line, once `after_chars` characters are sent: by
+    default a line that is not JSON; any text goes, such as a chunk of the wrong shape
+    (`"content": 123`, `choices` as an object).
 
     A non-streamed request gets `data` as its whole body.
     """
