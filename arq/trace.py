@@ -10,12 +10,14 @@ the same rule to HTTP headers, masking credential headers whole.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from arq.files import write_file
 from arq.prompt import Request
 from arq.schema import Reasoning
 
@@ -197,11 +199,17 @@ class Trace:
         return sum(1 for a in self.attempts if a.kind == "repair")
 
     def to_jsonl(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
-        """Write one JSON line per call (with the schema and model names), secrets redacted."""
-        with open(path, "a" if append else "w", encoding="utf-8") as out:
-            for attempt in self.attempts:
-                line = {"schema": self.schema, "model": self.model, **attempt.to_dict()}
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        """Write one JSON line per call (with the schema and model names), secrets redacted.
+
+        The file is written whole or not at all (`arq.files.write_file`). Every line is
+        JSON: a number that is not finite (a rejected `1e999`) is written as the string
+        "Infinity", "-Infinity" or "NaN", and a lone surrogate as its `\\uXXXX` escape.
+        """
+        lines = []
+        for attempt in self.attempts:
+            line = {"schema": self.schema, "model": self.model, **attempt.to_dict()}
+            lines.append(json.dumps(_finite(line), ensure_ascii=False, allow_nan=False) + "\n")
+        write_file(path, "".join(lines), append=append)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +228,18 @@ class Result(Generic[SchemaT]):
     def usage(self) -> Usage:
         """Tokens summed over every call, repairs and retries included."""
         return self.trace.usage
+
+
+def _finite(value: Any) -> Any:
+    """JSON-like data with each float that is not finite as a string, as Pydantic writes
+    them with `ser_json_inf_nan="strings"`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def redact_all(value: Any) -> Any:

@@ -21,12 +21,12 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 from arq.cli.load import json_kind, load_context, load_schema, read_text
 from arq.cli.output import one_line, write_json
 from arq.errors import ArqError, ContextError, StepError, UsageError
+from arq.files import write_file
 from arq.schema import Reasoning, steps
 from arq.validation import validate_output
 
@@ -375,8 +375,8 @@ def junit(schema_label: str, outcomes: Sequence[Outcome]) -> str:
 
 
 def write_to(path: str, text: str) -> None:
-    """Write a report file, as a `UsageError` if it cannot be written."""
+    """Write a report file whole or not at all, as a `UsageError` if it cannot be written."""
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        write_file(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None
