@@ -282,8 +282,8 @@ def test_render_prints_messages_response_format_and_size(context_file: Path) -> 
 
 @pytest.mark.local
 @pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or the model is not installed")
-def test_render_counts_tokens_with_the_embedded_tokenizer() -> None:
-    result = run("render", SUPPORT)
+def test_render_counts_tokens_with_the_embedded_tokenizer(context_file: Path) -> None:
+    result = run("render", SUPPORT, "--context", context_file)
     size = result.out.rsplit("size: ", 1)[1]
     tokens = int(size.split(" tokens")[0])
     assert 100 < tokens < 1000
@@ -303,7 +303,7 @@ def test_the_count_is_the_prompt_the_embedded_model_reads() -> None:
 
 
 def test_render_without_the_local_extra_gives_characters(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, context_file: Path
 ) -> None:
     real = importlib.util.find_spec
 
@@ -311,17 +311,17 @@ def test_render_without_the_local_extra_gives_characters(
         return None if name == "llama_cpp" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", no_llama)
-    result = run("render", SUPPORT)
+    result = run("render", SUPPORT, "--context", context_file)
     assert result.code == 0, result.err
     assert "characters (token counts need the `local` extra" in result.out
     assert result.err == ""
 
 
 def test_render_with_a_missing_model_file_still_succeeds(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, context_file: Path
 ) -> None:
     monkeypatch.setenv("ARQ_MODEL", str(tmp_path / "absent.gguf"))
-    result = run("render", SUPPORT)
+    result = run("render", SUPPORT, "--context", context_file)
     assert result.code == 0, result.err
     assert " tokens (" not in result.out
     assert "characters (" in result.out
@@ -331,8 +331,10 @@ def test_render_with_a_missing_model_file_still_succeeds(
     ("profile", "expected"),
     [("llama-cpp-python", '"type": "json_object"'), ("plain", "none: the schema is in the prompt")],
 )
-def test_render_shows_the_profiles_wire_form(profile: str, expected: str) -> None:
-    result = run("render", SUPPORT, "--profile", profile)
+def test_render_shows_the_profiles_wire_form(
+    profile: str, expected: str, context_file: Path
+) -> None:
+    result = run("render", SUPPORT, "--context", context_file, "--profile", profile)
     assert result.code == 0, result.err
     assert expected in result.out
 
