@@ -137,7 +137,8 @@ class Attempt:
         finish_reason: The service's finish reason, if the stream got that far.
         usage: Tokens of this call.
         error: The failure that ended the call, as "ErrorType: message", if any.
-        stopped_early: arq closed the stream before its end because a step failed.
+        stopped_early: arq closed the stream before its end: a step failed, or text came
+            after the complete object before the finish reason.
         elapsed: Seconds the call took.
     """
 

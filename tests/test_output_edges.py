@@ -1,8 +1,8 @@
-"""Output that JSON cannot hold.
+"""Output that JSON cannot hold, and whitespace after the object.
 
 Through the real openai SDK against the loopback test server: a lone surrogate or a number
 that is not finite is an invalid step, repaired like any other, and the trace of such a run
-is JSON.
+is JSON; text after the complete object closes the stream.
 """
 
 from __future__ import annotations
@@ -200,3 +200,41 @@ def test_a_model_that_allows_inf_still_gets_no_inf_step() -> None:
 
     with pytest.raises(StepError, match="not finite"):
         validate_output(Holder, {"loose": {"x": "inf"}})
+
+
+# --- whitespace after the object ---------------------------------------------------------
+
+OBJECT = '{"a": "x"}'
+
+
+def test_whitespace_after_the_object_closes_the_stream(
+    server: FakeOpenAIServer, executor: arq.Executor
+) -> None:
+    server.script(Reply(OBJECT + " " * 300, chunk_chars=1, tokens_per_second=200))
+    result = executor.run(Word, {})
+    assert result.output.a == "x"
+    request = server.requests[0]
+    assert request.wait()
+    assert request.disconnected_early
+    assert not request.completed
+    assert request.sent_chars < len(OBJECT) + 150  # not the 300 spaces
+    [attempt] = result.trace.attempts
+    assert attempt.text == OBJECT  # the text after the object is not read
+    # closed before the finish reason and the usage came: the usage is estimated
+    assert attempt.stopped_early
+    assert attempt.finish_reason is None
+    assert attempt.usage.estimated
+    assert attempt.usage.completion_tokens == len(OBJECT)  # one chunk per character
+
+
+def test_the_finish_reason_and_usage_after_the_object_are_read(
+    server: FakeOpenAIServer, executor: arq.Executor
+) -> None:
+    # whitespace in the chunk that closes the object, then the finish and usage chunks
+    server.script(Reply(OBJECT + "\n", chunk_chars=len(OBJECT) + 1))
+    result = executor.run(Word, {})
+    assert server.requests[0].completed
+    [attempt] = result.trace.attempts
+    assert (attempt.finish_reason, attempt.stopped_early) == ("stop", False)
+    assert not attempt.usage.estimated
+    assert attempt.usage.completion_tokens == 1
