@@ -46,10 +46,20 @@ _SECRETS = re.compile(
 )
 
 
-# Headers whose whole value is a credential, whatever it looks like.
+# Headers whose whole value is a credential, whatever it looks like: these names, and any
+# name ending in one of the suffixes (x-goog-api-key, anthropic-api-key, x-auth-token, ...).
 _CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        "set-cookie",
+        "ocp-apim-subscription-key",
+    }
 )
+_CREDENTIAL_SUFFIXES = ("api-key", "apikey", "-token", "-secret")
 
 
 def redact(text: str) -> str:
@@ -63,7 +73,7 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     clean = {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower in _CREDENTIAL_HEADERS:
+        if lower in _CREDENTIAL_HEADERS or lower.endswith(_CREDENTIAL_SUFFIXES):
             scheme, space, _ = value.partition(" ")
             keep = space and lower.endswith("authorization")
             clean[name] = f"{scheme} [REDACTED]" if keep else "[REDACTED]"

@@ -163,6 +163,29 @@ def test_credentials_are_redacted(server: FakeOpenAIServer) -> None:
     assert headers["content-type"] == "application/json"  # other headers are kept
 
 
+KEY_HEADERS = [
+    "x-goog-api-key",
+    "x-api-key",
+    "api-key",
+    "anthropic-api-key",
+    "x-auth-token",
+    "ocp-apim-subscription-key",
+]
+
+
+@pytest.mark.parametrize("name", KEY_HEADERS)
+def test_api_key_headers_of_any_provider_are_redacted(server: FakeOpenAIServer, name: str) -> None:
+    server.script(Reply("ok"))
+    secret = "AIzaSyD-gsk_SECRET123abcdefgh"  # no sk- prefix: only the name gives it away
+    with openai.OpenAI(
+        base_url=server.base_url, api_key="k", default_headers={name: secret}, max_retries=0
+    ) as client:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    recorded = only_request(server).headers
+    assert recorded[name] == "[REDACTED]"
+    assert not [v for v in recorded.values() if "SECRET" in v]
+
+
 def test_refusal_streams_as_refusal_pieces(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     server.script(Reply(refusal="I can't help with that."))
     chunks = stream(client)
