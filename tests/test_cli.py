@@ -726,12 +726,21 @@ def test_validate_junit_survives_control_characters_in_messages(tmp_path: Path) 
     assert failure.get("type") == "StepError"
 
 
-def test_validate_all_valid_exits_0_and_empty_file_warns(ticket: str, tmp_path: Path) -> None:
-    empty = write(tmp_path / "empty.jsonl", "\n\n")
-    result = run("validate", ticket, empty)
-    assert result.code == 0
-    assert result.out == "0 records in 1 file: 0 valid, 0 invalid\n"
-    assert result.err == "warning: no records found\n"
+@pytest.mark.parametrize(("name", "text"), [("empty.jsonl", "\n\n"), ("empty.json", "[]")])
+def test_validate_fails_on_no_records_unless_allowed(
+    ticket: str, tmp_path: Path, name: str, text: str
+) -> None:
+    empty = write(tmp_path / name, text)
+    report = tmp_path / "report.xml"
+    result = run("validate", ticket, empty, "--format", "junit", "--output", report)
+    assert result.code == 1
+    assert result.out == f"0 records in 1 file: 0 valid, 0 invalid; report written to {report}\n"
+    assert result.err == "error: no records found: pass --allow-empty if no record is fine\n"
+    assert 'tests="0"' in report.read_text()  # the report is still written
+    allowed = run("validate", ticket, empty, "--allow-empty")
+    assert allowed.code == 0
+    assert allowed.out == "0 records in 1 file: 0 valid, 0 invalid\n"
+    assert allowed.err == "warning: no records found\n"
 
 
 @pytest.mark.parametrize(

@@ -55,10 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "junit"), default="text")
     parser.add_argument("--output", metavar="FILE", help="write the report here")
     parser.add_argument("--context", metavar="FILE", help="the context of bare outputs")
+    parser.add_argument(
+        "--allow-empty", action="store_true", help="exit 0 when the files hold no record"
+    )
 
 
 def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`arq validate`: the report on every record; 1 if one is invalid."""
+    """`arq validate`: the report on every record; 1 if one is invalid, or if there is none
+    (unless `--allow-empty`)."""
     schema = load_schema(args.schema)
     context = load_context(args.context) if args.context else None
     outcomes = check_files(schema, args.outputs, context)
@@ -70,8 +74,11 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"{summary(outcomes, files)}; report written to {args.output}\n")
     else:
         write_report(out, args.format, args.schema, outcomes, files)
-    if not outcomes:
+    if not outcomes and args.allow_empty:
         err.write("warning: no records found\n")
+    elif not outcomes:
+        err.write("error: no records found: pass --allow-empty if no record is fine\n")
+        return 1
     return 0 if all(o.valid for o in outcomes) else 1
 
 
