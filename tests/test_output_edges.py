@@ -233,7 +233,9 @@ def test_the_finish_reason_and_usage_after_the_object_are_read(
     # whitespace in the chunk that closes the object, then the finish and usage chunks
     server.script(Reply(OBJECT + "\n", chunk_chars=len(OBJECT) + 1))
     result = executor.run(Word, {})
-    assert server.requests[0].completed
+    request = server.requests[0]
+    assert request.wait()  # the client can see [DONE] before the server records the end
+    assert request.completed
     [attempt] = result.trace.attempts
     assert (attempt.finish_reason, attempt.stopped_early) == ("stop", False)
     assert not attempt.usage.estimated
