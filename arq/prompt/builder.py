@@ -230,7 +230,7 @@ class PromptBuilder:
                 variable or does something the sandbox forbids.
             InvalidArgumentError: an example's keys are not exactly the schema's steps.
         """
-        check_context(schema, context)
+        _check_context(schema, context)
         variables = self._variables(schema, context, examples)
         messages: list[Message] = []
         rendered: list[str] = []
@@ -388,7 +388,7 @@ class PromptBuilder:
         return replace(request, messages=messages, metadata={**request.metadata, "reask": True})
 
 
-def check_context(schema: type[Reasoning], context: Mapping[str, Any] | None) -> None:
+def _check_context(schema: type[Reasoning], context: Mapping[str, Any] | None) -> None:
     """Raise `ContextError` if `context` lacks a key that the checks of `schema` read."""
     needed = _cached(
         schema, "context_keys", lambda: context_keys({s.name: s.field for s in steps(schema)})
