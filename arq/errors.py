@@ -30,7 +30,7 @@ attributes so callers never parse messages.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
@@ -92,7 +92,13 @@ class SchemaError(ArqError):
 
 
 class ContextError(ArqError):
-    """A check needs a context value that the run was not given."""
+    """A check needs a context value that the run was not given; `missing` maps each key
+    the context lacks to the steps whose checks read it (empty when a check found it
+    missing while it ran)."""
+
+    def __init__(self, message: str, *, missing: Mapping[str, Sequence[str]] | None = None):
+        super().__init__(message)
+        self.missing = {key: tuple(names) for key, names in (missing or {}).items()}
 
 
 class UsageError(ArqError):

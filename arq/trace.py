@@ -11,12 +11,17 @@ masking credential headers whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
+import stat
 import threading
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from arq.prompt import Request
@@ -35,6 +40,8 @@ __all__ = [
     "redact_all",
     "redact_headers",
     "register_secret",
+    "replacing",
+    "write_file",
 ]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -52,7 +59,15 @@ _SECRETS = re.compile(
 # Headers whose whole value is a credential, whatever it looks like: these names, and any
 # whose last word is one of these words (x-goog-api-key, x-auth-token, ...).
 _CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        "set-cookie",
+        "ocp-apim-subscription-key",
+    }
 )
 _CREDENTIAL_WORD = re.compile(
     r"(?i)(?:^|[-_])(?:key|apikey|token|secret|password|passwd|credentials?|cookie|session)$"
@@ -179,7 +194,8 @@ class Attempt:
         finish_reason: The service's finish reason, if the stream got that far.
         usage: Tokens of this call.
         error: The failure that ended the call, as "ErrorType: message", if any.
-        stopped_early: arq closed the stream before its end because a step failed.
+        stopped_early: arq closed the stream before its end: a step failed, or text came
+            after the complete object before the finish reason.
         elapsed: Seconds the call took.
     """
 
@@ -241,11 +257,17 @@ class Trace:
         return sum(1 for a in self.attempts if a.kind == "repair")
 
     def to_jsonl(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
-        """Write one JSON line per call (with the schema and model names), secrets redacted."""
-        with open(path, "a" if append else "w", encoding="utf-8") as out:
-            for attempt in self.attempts:
-                line = {"schema": self.schema, "model": self.model, **attempt.to_dict()}
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        """Write one JSON line per call (with the schema and model names), secrets redacted.
+
+        The file is written whole or not at all (`write_file`). Every line is
+        JSON: a number that is not finite (a rejected `1e999`) is written as the string
+        "Infinity", "-Infinity" or "NaN", and a lone surrogate as its `\\uXXXX` escape.
+        """
+        lines = []
+        for attempt in self.attempts:
+            line = {"schema": self.schema, "model": self.model, **attempt.to_dict()}
+            lines.append(json.dumps(_finite(line), ensure_ascii=False, allow_nan=False) + "\n")
+        write_file(path, "".join(lines), append=append)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +288,18 @@ class Result(Generic[SchemaT]):
         return self.trace.usage
 
 
+def _finite(value: Any) -> Any:
+    """JSON-like data with each float that is not finite as a string, as Pydantic writes
+    them with `ser_json_inf_nan="strings"`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def redact_all(value: Any) -> Any:
     """JSON-like data with `redact` applied to every string in it."""
     if isinstance(value, str):
@@ -275,3 +309,50 @@ def redact_all(value: Any) -> Any:
     if isinstance(value, list):
         return [redact_all(v) for v in value]
     return value
+
+
+# --- files written whole or not at all -------------------------------------------------
+# Every file arq writes (trace JSONL, reports, plots, snapshots) goes to a temporary file
+# in the same folder, flushed to disk, then moved over the target with `os.replace`, which
+# is atomic: a reader, or a run that fails halfway, never sees a truncated file.
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new, empty file beside `path`, to write in the block; it replaces `path` when the
+    block ends, or is removed if the block raises.
+
+    The new file gets the mode `path` had, or the usual mode of a new file (umask applied).
+    A symbolic link is written through, as `open(path, "w")` would.
+    """
+    target = Path(os.path.realpath(path))
+    # the suffix is kept, for writers that read the format from it (a plot's .png)
+    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.tmp{target.suffix}")
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
+        yield temp
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def write_file(path: str | os.PathLike[str], data: str | bytes, *, append: bool = False) -> None:
+    """Write `data` to `path` whole or not at all; with `append`, after what `path` holds.
+
+    Text is written as UTF-8. A lone surrogate, which UTF-8 cannot encode, is written as
+    its `\\uXXXX` escape: in JSON text, where such a character can only sit in a string,
+    that is the escape JSON itself uses for it.
+    """
+    body = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
+    with replacing(path) as temp, open(temp, "wb") as out:
+        if append:
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as before:
+                while block := before.read(1 << 20):
+                    out.write(block)
+        out.write(body)

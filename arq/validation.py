@@ -11,14 +11,23 @@ this step with its real schema. Validating `{earlier..., step: value}` then runs
 field's own validators, with `info.data` holding the accepted earlier values, once, in
 linear total time, and without the model-level validators, which need the whole object
 and run in `StepChecker.finish`.
+
+A step must also be writable as JSON: a string holding an unpaired UTF-16 surrogate
+(`"\\ud800"`, which UTF-8 cannot encode) or a number that is not finite (`1e999`, or
+`"inf"` read into a `float`) is an invalid step, in the value as written and as validated,
+nested values included.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
 
 from arq.checks import CrossCheck
@@ -137,6 +146,84 @@ def _location(loc: tuple[Any, ...]) -> str:
     return text
 
 
+def _json_problem(value: Any, loc: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The first string or number of `value` that JSON text cannot hold, as an error dict.
+
+    Nearly every value is clean and passes `json.dumps` at C speed; only a value it refuses
+    is walked, to find where the problem is.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, skipkeys=True, default=_parts)
+        text.encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return _find_json_problem(value, loc)
+    return None
+
+
+def _parts(value: Any) -> Any:
+    """What `json.dumps` should look into for an object it does not know (None: nothing)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("not a finite number")
+        return None
+    return _members(value)
+
+
+def _members(value: Any) -> Any:
+    """The values inside a model, a dataclass or a set; None for any other object."""
+    if isinstance(value, BaseModel):
+        return {**value.__dict__, **(value.__pydantic_extra__ or {})}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, set | frozenset):
+        return list(value)
+    return None
+
+
+def _find_json_problem(value: Any, loc: tuple[Any, ...]) -> dict[str, Any] | None:
+    """Walk `value` in document order (without recursion) for `_json_problem`."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, loc)]
+    seen: set[int] = set()
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return _unpaired_surrogate(where, item[exc.start])
+            continue
+        if isinstance(item, float | Decimal):
+            if not (item.is_finite() if isinstance(item, Decimal) else math.isfinite(item)):
+                return _not_finite(where, item)
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        members = _members(item)
+        if members is not None:
+            item = members
+        if isinstance(item, Mapping):
+            for key, child in reversed(list(item.items())):
+                stack += [(child, (*where, key)), (key, where)]  # the key is read first
+        elif isinstance(item, list | tuple):
+            stack += [(child, (*where, i)) for i, child in reversed(list(enumerate(item)))]
+    return None
+
+
+def _unpaired_surrogate(loc: tuple[Any, ...], char: str) -> dict[str, Any]:
+    message = (
+        f"the text holds {char!r}, half of a UTF-16 surrogate pair, which is not a "
+        "character and cannot be written as UTF-8: write the character itself"
+    )
+    return {"type": "unpaired_surrogate", "loc": loc, "msg": message, "input": None}
+
+
+def _not_finite(loc: tuple[Any, ...], number: float | Decimal) -> dict[str, Any]:
+    message = f"the number reads as {number}, which is not finite: write a finite number"
+    return {"type": "finite_number", "loc": loc, "msg": message, "input": None}
+
+
 def feedback(step: Step, errors: list[dict[str, Any]]) -> str:
     """A short text for the model: what failed, and the step's question and instruction."""
     problems = "\n".join(f"- {_location(e['loc'])}: {e['msg']}" for e in errors)
@@ -202,12 +289,17 @@ class StepChecker(Generic[SchemaT]):
         step = self._steps.get(name)
         if step is None:
             raise SchemaError(f"{self.schema.__name__} has no step {name!r}")
+        problem = _json_problem(value, (name,))
         data = {**self.accepted, name: value}
         try:
-            validator = self._validators.get(name, self.accepted)
-            fields = validator.validate_python(data, context=self.context)[0]
+            if problem is None:
+                validator = self._validators.get(name, self.accepted)
+                fields = validator.validate_python(data, context=self.context)[0]
+                problem = _json_problem(fields[name], (name,))
         except ValidationError as exc:
             raise _step_error(step, _error_dicts(exc), value=value, written=written) from None
+        if problem is not None:  # JSON text cannot hold it, as written or as validated
+            raise _step_error(step, [problem], value=value, written=written)
         self.accepted[name] = fields[name]
         self.raw[name] = value
         try:

@@ -282,8 +282,8 @@ def test_render_prints_messages_response_format_and_size(context_file: Path) -> 
 
 @pytest.mark.local
 @pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or the model is not installed")
-def test_render_counts_tokens_with_the_embedded_tokenizer() -> None:
-    result = run("render", SUPPORT)
+def test_render_counts_tokens_with_the_embedded_tokenizer(context_file: Path) -> None:
+    result = run("render", SUPPORT, "--context", context_file)
     size = result.out.rsplit("size: ", 1)[1]
     tokens = int(size.split(" tokens")[0])
     assert 100 < tokens < 1000
@@ -303,7 +303,7 @@ def test_the_count_is_the_prompt_the_embedded_model_reads() -> None:
 
 
 def test_render_without_the_local_extra_gives_characters(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, context_file: Path
 ) -> None:
     real = importlib.util.find_spec
 
@@ -311,17 +311,17 @@ def test_render_without_the_local_extra_gives_characters(
         return None if name == "llama_cpp" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", no_llama)
-    result = run("render", SUPPORT)
+    result = run("render", SUPPORT, "--context", context_file)
     assert result.code == 0, result.err
     assert "characters (token counts need the `local` extra" in result.out
     assert result.err == ""
 
 
 def test_render_with_a_missing_model_file_still_succeeds(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, context_file: Path
 ) -> None:
     monkeypatch.setenv("ARQ_MODEL", str(tmp_path / "absent.gguf"))
-    result = run("render", SUPPORT)
+    result = run("render", SUPPORT, "--context", context_file)
     assert result.code == 0, result.err
     assert " tokens (" not in result.out
     assert "characters (" in result.out
@@ -331,8 +331,10 @@ def test_render_with_a_missing_model_file_still_succeeds(
     ("profile", "expected"),
     [("llama-cpp-python", '"type": "json_object"'), ("plain", "none: the schema is in the prompt")],
 )
-def test_render_shows_the_profiles_wire_form(profile: str, expected: str) -> None:
-    result = run("render", SUPPORT, "--profile", profile)
+def test_render_shows_the_profiles_wire_form(
+    profile: str, expected: str, context_file: Path
+) -> None:
+    result = run("render", SUPPORT, "--context", context_file, "--profile", profile)
     assert result.code == 0, result.err
     assert expected in result.out
 
@@ -724,12 +726,21 @@ def test_validate_junit_survives_control_characters_in_messages(tmp_path: Path) 
     assert failure.get("type") == "StepError"
 
 
-def test_validate_all_valid_exits_0_and_empty_file_warns(ticket: str, tmp_path: Path) -> None:
-    empty = write(tmp_path / "empty.jsonl", "\n\n")
-    result = run("validate", ticket, empty)
-    assert result.code == 0
-    assert result.out == "0 records in 1 file: 0 valid, 0 invalid\n"
-    assert result.err == "warning: no records found\n"
+@pytest.mark.parametrize(("name", "text"), [("empty.jsonl", "\n\n"), ("empty.json", "[]")])
+def test_validate_fails_on_no_records_unless_allowed(
+    ticket: str, tmp_path: Path, name: str, text: str
+) -> None:
+    empty = write(tmp_path / name, text)
+    report = tmp_path / "report.xml"
+    result = run("validate", ticket, empty, "--format", "junit", "--output", report)
+    assert result.code == 1
+    assert result.out == f"0 records in 1 file: 0 valid, 0 invalid; report written to {report}\n"
+    assert result.err == "error: no records found: pass --allow-empty if no record is fine\n"
+    assert 'tests="0"' in report.read_text()  # the report is still written
+    allowed = run("validate", ticket, empty, "--allow-empty")
+    assert allowed.code == 0
+    assert allowed.out == "0 records in 1 file: 0 valid, 0 invalid\n"
+    assert allowed.err == "warning: no records found\n"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -409,6 +410,25 @@ def test_plot_writes_a_png(report: EvalReport, tmp_path: Path) -> None:
     assert (tmp_path / "report.png").read_bytes()[:8] == PNG
 
 
+def test_a_plot_that_fails_halfway_leaves_the_last_png(
+    report: EvalReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    last = tmp_path / "report.png"
+    last.write_bytes(PNG + b"the last plot")
+
+    def half(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> None:
+        Path(fname).write_bytes(PNG[:4])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half)
+    with pytest.raises(OSError, match="No space left"):
+        report.plot(last)
+    assert last.read_bytes() == PNG + b"the last plot"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.png"]
+
+
 def test_plot_without_matplotlib_names_the_extra(
     report: EvalReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -546,6 +566,33 @@ def test_eval_command_prints_the_table_and_writes_the_reports(
     data = json.loads((out / "report.json").read_text())
     assert len(data["outcomes"]) == 12
     assert (out / "report.png").read_bytes()[:8] == PNG
+
+
+def test_eval_reports_that_cannot_be_written_leave_the_last_ones(
+    files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("the last report\n")
+    real = os.replace
+
+    def full_disk(source: Any, target: Any) -> None:
+        if str(target).endswith("report.md"):
+            raise OSError(28, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with FakeOpenAIServer() as server:
+        server.responder = answer_asked({"team": "tech"})
+        result = run(
+            "eval", files["schema"], files["data"], "--scorers", f"{files['helper']}:SCORERS",
+            "--base-url", server.base_url, "--model", "m", "--strategies", "direct",
+            "--no-progress", "--out", out,
+        )  # fmt: skip
+    assert result.code == 2
+    assert f"cannot write {out / 'report.md'}: No space left on device" in result.err
+    assert (out / "report.md").read_text() == "the last report\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
 
 
 def test_eval_command_takes_a_list_of_scorers_a_limit_and_no_progress(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -160,6 +161,29 @@ def test_credentials_are_redacted(server: FakeOpenAIServer) -> None:
     assert headers["api-key"] == "[REDACTED]"
     assert not [v for v in headers.values() if "secret" in v]
     assert headers["content-type"] == "application/json"  # other headers are kept
+
+
+KEY_HEADERS = [
+    "x-goog-api-key",
+    "x-api-key",
+    "api-key",
+    "anthropic-api-key",
+    "x-auth-token",
+    "ocp-apim-subscription-key",
+]
+
+
+@pytest.mark.parametrize("name", KEY_HEADERS)
+def test_api_key_headers_of_any_provider_are_redacted(server: FakeOpenAIServer, name: str) -> None:
+    server.script(Reply("ok"))
+    secret = "AIzaSyD-gsk_SECRET123abcdefgh"  # no sk- prefix: only the name gives it away
+    with openai.OpenAI(
+        base_url=server.base_url, api_key="k", default_headers={name: secret}, max_retries=0
+    ) as client:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    recorded = only_request(server).headers
+    assert recorded[name] == "[REDACTED]"
+    assert not [v for v in recorded.values() if "SECRET" in v]
 
 
 def test_refusal_streams_as_refusal_pieces(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
@@ -478,6 +502,22 @@ def test_many_concurrent_async_streams(server: FakeOpenAIServer) -> None:
     # wait() first: the client can see [DONE] before the server thread records the end.
     assert all(r.wait() and r.completed for r in server.requests)
     assert len(server.requests) == streams
+
+
+def test_stop_during_a_stalled_stream_logs_no_cancelled_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = FakeOpenAIServer().start()
+    server.script(Reply("kept alive"), Stall(Reply("abc def"), after_chars=3, seconds=30))
+    with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        client.chat.completions.create(model="m", messages=MESSAGES)  # a kept-alive connection
+        stalled = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            next(iter(stalled))  # the stream has begun; the server stalls after 3 characters
+            server.stop()
+        with pytest.raises(openai.APIConnectionError):
+            list(stalled)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 def test_stop_returns_quickly_with_a_stalled_client() -> None:

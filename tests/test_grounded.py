@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 import arq
 from arq.backends.llamacpp.grounded import PENALTY, Grounded
@@ -280,6 +280,20 @@ def test_grounding_reaches_one_level_into_objects() -> None:
         "main": AllowedValues(fields=value),
     }
     assert allowed_values(WithObjects.model_fields, {"codes": ["A-1"]}) == {}
+
+
+class Thread(BaseModel):
+    quote: Annotated[str, arq.verbatim_in("notes")]
+    replies: list[Thread] = []
+
+
+class Threads(arq.Reasoning):
+    thread: Thread = arq.answer("Which thread?")
+
+
+def test_grounding_of_a_recursive_model_stops_one_level_in() -> None:
+    found = allowed_values(Threads.model_fields, {"notes": "Ann Lee"})
+    assert found == {"thread": AllowedValues(fields=(("quote", AllowedValues(source="Ann Lee")),))}
 
 
 def test_an_evidence_line_does_not_narrow_a_list() -> None:

@@ -126,10 +126,18 @@ def _field_allowed(
     """One field's `AllowedValues` (`schema` is its JSON Schema property, if known)."""
     items = get_origin(info.annotation) is list
     model = _model_of(info.annotation)
-    if model is not None:
-        inner = allowed_values(model.model_fields, context)
-        nested = tuple((key, g) for key, g in inner.items() if g.fields is None)  # one level
+    if model is not None:  # one level deep: the model's string fields (a model may recur)
+        inner = ((key, _string_allowed(f, context, None)) for key, f in model.model_fields.items())
+        nested = tuple((key, g) for key, g in inner if g is not None)
         return AllowedValues(fields=nested, items=items) if nested else None
+    return _string_allowed(info, context, schema)
+
+
+def _string_allowed(
+    info: FieldInfo, context: Mapping[str, Any], schema: Mapping[str, Any] | None
+) -> AllowedValues | None:
+    """A string field's `AllowedValues`, or a list of strings'; None for other types."""
+    items = get_origin(info.annotation) is list
     metadata = _string_metadata(info)
     if metadata is None:
         return None  # other types and unions: only the check holds them

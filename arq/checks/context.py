@@ -5,18 +5,22 @@ Each is `Annotated` metadata that runs when its step completes and reads the run
 
     order_id: Annotated[str, arq.verbatim_in("conversation")] = arq.query("Which order?")
 
-`verbatim_in`, `one_of` and `date_in` also mark what they allow (a `ContextRule`), which
-`arq.checks.allowed` reads so a backend can hold a value to it while decoding.
+Each marks the context key it reads, so the keys a schema needs are known before a run
+(`context_keys`). `verbatim_in`, `one_of` and `date_in` also mark what they allow (a
+`ContextRule`), which `arq.checks.allowed` reads so a backend can hold a value to it while
+decoding.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import AfterValidator, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ValidationInfo
+from pydantic.fields import FieldInfo
 
 from arq.checks.dates import dates_in
 from arq.checks.shape import cuts_word
@@ -27,6 +31,7 @@ __all__ = [
     "as_choices",
     "as_text",
     "collapse_spaces",
+    "context_keys",
     "coverage_problem",
     "covers",
     "date_in",
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 _RULE_ATTR = "__arq_grounding__"
+_KEY_ATTR = "__arq_context_key__"
 _SPACES = re.compile(r"\s+")
 _SHOWN_DATES = 12  # dates listed in a failed date_in's message
 
@@ -65,9 +71,47 @@ def rule_of(metadata: Any) -> ContextRule | None:
     return rule if isinstance(rule, ContextRule) else None
 
 
-def _marked(validate: Callable[[Any, ValidationInfo], Any], rule: ContextRule) -> AfterValidator:
-    setattr(validate, _RULE_ATTR, rule)
+def _marked(
+    validate: Callable[[Any, ValidationInfo], Any], key: str, rule: ContextRule | None = None
+) -> AfterValidator:
+    setattr(validate, _KEY_ATTR, key)
+    if rule is not None:
+        setattr(validate, _RULE_ATTR, rule)
     return AfterValidator(validate)
+
+
+def context_keys(fields: Mapping[str, FieldInfo]) -> dict[str, list[str]]:
+    """The context keys the checks of `fields` read, each with the fields that read it.
+
+    A field's checks are found anywhere in its type: on the field, inside `list[...]`,
+    unions and `Annotated[...]`, and on the fields of the models it holds, at any depth.
+    """
+    needed: dict[str, list[str]] = {}
+    for name, info in fields.items():
+        for key in _keys_in([*info.metadata, info.annotation]):
+            readers = needed.setdefault(key, [])
+            if name not in readers:
+                readers.append(name)
+    return needed
+
+
+def _keys_in(items: list[Any]) -> list[str]:
+    """The context keys marked in type annotations and field metadata, in reading order."""
+    found: list[str] = []
+    queue, seen = deque(items), set[type]()
+    while queue:
+        item = queue.popleft()
+        key = getattr(getattr(item, "func", None), _KEY_ATTR, None)
+        if isinstance(key, str):
+            found.append(key)
+        elif isinstance(item, type) and issubclass(item, BaseModel):
+            if item not in seen:  # a recursive model is read once
+                seen.add(item)
+                for info in item.model_fields.values():
+                    queue.extend([*info.metadata, info.annotation])
+        else:
+            queue.extend(get_args(item))  # Annotated[T, ...] gives T and its metadata
+    return found
 
 
 def _context_value(info: ValidationInfo, key: str, helper: str) -> Any:
@@ -153,7 +197,7 @@ def verbatim_in(
         return value
 
     rule = ContextRule(key, normalize_whitespace=normalize_whitespace, whole_words=whole_words)
-    return _marked(validate, rule)
+    return _marked(validate, key, rule)
 
 
 def one_of(key: str) -> AfterValidator:
@@ -170,7 +214,7 @@ def one_of(key: str) -> AfterValidator:
                 raise ValueError(f"{item!r} is not one of the {key}: {', '.join(choices)}")
         return value
 
-    return _marked(validate, ContextRule(key, choices=as_choices))
+    return _marked(validate, key, ContextRule(key, choices=as_choices))
 
 
 def date_in(key: str, *, day_first: bool | None = None) -> AfterValidator:
@@ -195,7 +239,7 @@ def date_in(key: str, *, day_first: bool | None = None) -> AfterValidator:
             )
         return value
 
-    return _marked(validate, ContextRule(key, choices=written, dates=True))
+    return _marked(validate, key, ContextRule(key, choices=written, dates=True))
 
 
 def covers(key: str, *, id_field: str = "id") -> AfterValidator:
@@ -220,7 +264,7 @@ def covers(key: str, *, id_field: str = "id") -> AfterValidator:
             raise ValueError(f"{problem} (the {key})")
         return value
 
-    return AfterValidator(validate)
+    return _marked(validate, key)
 
 
 def _item_id(item: Any, id_field: str) -> str:

@@ -2,7 +2,7 @@
 
     arq render SCHEMA [--context FILE] [--profile NAME] [--json]
     arq run SCHEMA [--context FILE] [--local | --base-url URL --model M [--profile NAME]]
-    arq validate SCHEMA OUTPUTS... [--format text|json|junit] [--output FILE]
+    arq validate SCHEMA OUTPUTS... [--format text|json|junit] [--output FILE] [--allow-empty]
     arq lint SCHEMA [--dialect openai-strict|json-schema]
     arq export SCHEMA [--dialect ...] [--steps a,b]
     arq eval SCHEMA DATASET --scorers SPEC [--strategies a,b] [--repeats K] [--out DIR]

@@ -16,6 +16,7 @@ from arq.cli.options import add_model_options, at_least, backend
 from arq.errors import DatasetError, UsageError
 from arq.eval.strategies import DEFAULT_STRATEGIES, STRATEGIES
 from arq.schema import Reasoning
+from arq.trace import write_file
 
 if TYPE_CHECKING:
     from arq.eval import EvalReport, Scorer
@@ -105,17 +106,22 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _write_files(report: EvalReport, folder: Path, out: TextIO, err: TextIO) -> None:
-    """report.md, report.json and, with matplotlib, report.png in `folder`."""
+    """report.md, report.json and, with matplotlib, report.png in `folder`; each is written
+    whole or not at all, and one that cannot be written is a `UsageError`."""
     from arq.eval.report import PLOT_EXTRA
 
-    (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-    (folder / "report.json").write_text(report.to_json() + "\n", encoding="utf-8")
-    written = ["report.md", "report.json"]
+    written: list[str] = []
     try:
+        write_file(folder / "report.md", report.to_markdown())
+        write_file(folder / "report.json", report.to_json() + "\n")
+        written += ["report.md", "report.json"]
         report.plot(folder / "report.png")
         written.append("report.png")
     except ImportError:
         err.write(f"warning: report.png not written: matplotlib is missing ({PLOT_EXTRA})\n")
+    except OSError as exc:
+        name = ["report.md", "report.json", "report.png"][len(written)]
+        raise UsageError(f"--out: cannot write {folder / name}: {exc.strerror or exc}") from None
     out.write(f"\nreport written to {folder}/ ({', '.join(written)})\n")
 
 

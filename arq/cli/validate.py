@@ -21,13 +21,13 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 from arq.cli.load import json_kind, load_context, load_schema, read_text
 from arq.cli.output import one_line, write_json
 from arq.errors import ArqError, ContextError, StepError, UsageError
 from arq.schema import Reasoning, steps
+from arq.trace import write_file
 from arq.validation import validate_output
 
 __all__ = [
@@ -55,10 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "junit"), default="text")
     parser.add_argument("--output", metavar="FILE", help="write the report here")
     parser.add_argument("--context", metavar="FILE", help="the context of bare outputs")
+    parser.add_argument(
+        "--allow-empty", action="store_true", help="exit 0 when the files hold no record"
+    )
 
 
 def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`arq validate`: the report on every record; 1 if one is invalid."""
+    """`arq validate`: the report on every record; 1 if one is invalid, or if there is none
+    (unless `--allow-empty`)."""
     schema = load_schema(args.schema)
     context = load_context(args.context) if args.context else None
     outcomes = check_files(schema, args.outputs, context)
@@ -70,8 +74,11 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"{summary(outcomes, files)}; report written to {args.output}\n")
     else:
         write_report(out, args.format, args.schema, outcomes, files)
-    if not outcomes:
+    if not outcomes and args.allow_empty:
         err.write("warning: no records found\n")
+    elif not outcomes:
+        err.write("error: no records found: pass --allow-empty if no record is fine\n")
+        return 1
     return 0 if all(o.valid for o in outcomes) else 1
 
 
@@ -375,8 +382,8 @@ def junit(schema_label: str, outcomes: Sequence[Outcome]) -> str:
 
 
 def write_to(path: str, text: str) -> None:
-    """Write a report file, as a `UsageError` if it cannot be written."""
+    """Write a report file whole or not at all, as a `UsageError` if it cannot be written."""
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        write_file(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None

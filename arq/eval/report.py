@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from arq.trace import replacing
+
 if TYPE_CHECKING:
     pass
 
@@ -319,7 +321,8 @@ class EvalReport:
             fontsize=9,
         )
         figure.tight_layout()
-        figure.savefig(os.fspath(path), dpi=110)
+        with replacing(path) as temp:
+            figure.savefig(os.fspath(temp), dpi=110)
         pyplot.close(figure)
 
 

@@ -24,11 +24,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from arq.checks import AllowedValues, allowed_values
-from arq.errors import InvalidArgumentError, TemplateError
+from arq.checks.context import context_keys
+from arq.errors import ContextError, InvalidArgumentError, TemplateError
 from arq.jsonschema import json_schema
 from arq.prompt.context import context_text
 from arq.prompt.skeleton import example_json, render_skeleton
-from arq.schema import Reasoning, steps
+from arq.schema import Reasoning, _cached, steps
 
 if TYPE_CHECKING:
     from arq.repair import RepairPlan
@@ -224,10 +225,13 @@ class PromptBuilder:
         """Render every section and merge them into chat messages.
 
         Raises:
+            ContextError: the context lacks a key that a step's checks read (`verbatim_in`,
+                `one_of`, `covers`, `date_in`); the error names each such key and its steps.
             TemplateError: a template is missing, has a syntax error, uses an undefined
                 variable or does something the sandbox forbids.
             InvalidArgumentError: an example's keys are not exactly the schema's steps.
         """
+        _check_context(schema, context)
         variables = self._variables(schema, context, examples)
         messages: list[Message] = []
         rendered: list[str] = []
@@ -383,6 +387,26 @@ class PromptBuilder:
             {"role": "user", "content": note},
         ]
         return replace(request, messages=messages, metadata={**request.metadata, "reask": True})
+
+
+def _check_context(schema: type[Reasoning], context: Mapping[str, Any] | None) -> None:
+    """Raise `ContextError` if `context` lacks a key that the checks of `schema` read."""
+    needed = _cached(
+        schema, "context_keys", lambda: context_keys({s.name: s.field for s in steps(schema)})
+    )
+    missing = {key: names for key, names in needed.items() if key not in (context or {})}
+    if not missing:
+        return
+    lacks = "; ".join(
+        f"{key!r} (read by the checks of {'steps' if len(names) > 1 else 'step'} "
+        f"{', '.join(names)})"
+        for key, names in missing.items()
+    )
+    example = ", ".join(f"{key!r}: ..." for key in missing)
+    raise ContextError(
+        f"{schema.__name__}: the context lacks {lacks}; pass context={{{example}}}",
+        missing=missing,
+    )
 
 
 def _checked(sections: Sequence[Section]) -> tuple[Section, ...]:

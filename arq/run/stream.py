@@ -120,7 +120,7 @@ class StreamReader:
         self.reported: Usage | None = None
         self.finish_reason: str | None = None
         self.done = False  # the JSON object is complete
-        self.finished = False  # nothing more worth reading: prose after the object
+        self.finished = False  # nothing more worth reading: text after the object
         self.prompt_chars = request.prompt_chars()
 
     def take(self, chunk: Chunk, elapsed: float) -> list[Event]:
@@ -135,8 +135,10 @@ class StreamReader:
         if not text:
             return []
         if self.done:
-            # the object is complete: read on only for the finish reason and usage
-            self.finished = not text.isspace()
+            # Text after the complete object, prose or whitespace (a server may send
+            # whitespace without end), is not read: the stream is closed. Chunks without
+            # text, such as the finish reason and the usage after the object, are read.
+            self.finished = True
             return []
         self.chunks += 1
         self.parts.append(text)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from arq.errors import AssertionFailed, StepError
 from arq.prompt import PromptBuilder
 from arq.schema import Reasoning
+from arq.trace import write_file
 from arq.validation import validate_output
 
 __all__ = ["assert_invalid_at", "assert_prompt_matches", "assert_valid", "render_prompt"]
@@ -82,7 +83,7 @@ def assert_prompt_matches(
     if update or not snapshot.exists():
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         existed = snapshot.exists()
-        snapshot.write_text(rendered, encoding="utf-8")
+        write_file(snapshot, rendered)
         if not existed and not update:
             raise AssertionFailed(f"prompt snapshot {snapshot} did not exist; it was written now")
         return

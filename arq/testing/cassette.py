@@ -26,7 +26,7 @@ from typing import Any
 from arq.backends.base import Backend, Capabilities, Chunk, Settings
 from arq.errors import BackendError, CassetteMismatch
 from arq.prompt import Request
-from arq.trace import Usage, redact_all
+from arq.trace import Usage, redact_all, write_file
 
 __all__ = ["RecordingBackend", "ReplayBackend"]
 
@@ -101,7 +101,7 @@ class RecordingBackend:
             "exchanges": self.exchanges,
         }
         text = json.dumps(redact_all(cassette), indent=1, ensure_ascii=False)
-        self.path.write_text(text + "\n", encoding="utf-8")
+        write_file(self.path, text + "\n")
 
 
 class ReplayBackend:
