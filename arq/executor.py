@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+import traceback
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Future
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from arq.backends.base import Backend, Settings
-from arq.errors import ArqError, InvalidArgumentError, StateError
+from arq.errors import ArqError, InternalError, InvalidArgumentError, StateError
 from arq.events import Event, OutputAccepted
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
 from arq.run.config import RunConfig
 from arq.run.loop import RunLoop
 from arq.schema import Reasoning
-from arq.trace import Result
+from arq.trace import Result, redact
 
 __all__ = ["Executor"]
 
@@ -191,8 +201,10 @@ class Executor:
         """Run `schema` on every context, at most `concurrency` at once.
 
         Results come in input order; each item is its `Result` or the `ArqError` that
-        ended its run, so one failure does not abort the batch. `on_result(index,
-        outcome)` is called as each run ends (for progress output).
+        ended its run, so one failure does not abort the batch: any other exception from
+        a run is a bug in arq or the backend, and becomes that item's `InternalError`.
+        `on_result(index, outcome)` is called as each run ends (for progress output).
+        Cancelling `amap` (Ctrl-C in `map`) cancels every run of the batch.
         """
         items = list(contexts)
         limit = asyncio.Semaphore(concurrency or self.concurrency)
@@ -200,10 +212,7 @@ class Executor:
 
         async def one(index: int, context: Context) -> None:
             async with limit:
-                try:
-                    outcome: Result[SchemaT] | ArqError = await self.arun(schema, context)
-                except ArqError as error:
-                    outcome = error
+                outcome = await _outcome(self.arun(schema, context))
             outcomes[index] = outcome
             if on_result is not None:
                 on_result(index, outcome)
@@ -212,8 +221,11 @@ class Executor:
         try:
             await asyncio.gather(*tasks)
         finally:
+            # cancelled, or `on_result` raised: the other runs stop and close their streams
             for task in tasks:
-                task.cancel()  # a bug in one run (not an ArqError) stops the others
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
         return [outcome for outcome in outcomes if outcome is not None]
 
     def map(
@@ -259,6 +271,28 @@ class Executor:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _outcome(run: Awaitable[Result[SchemaT]]) -> Result[SchemaT] | ArqError:
+    """The result of `run`, or the error that ended it as an `ArqError`."""
+    try:
+        return await run
+    except ArqError as error:
+        return error
+    except Exception as error:  # one item's bug must not end the batch
+        unexpected = error
+    # built outside the `except` block, so no chain leads to an exception that may hold a secret
+    return _internal_error(unexpected)
+
+
+def _internal_error(error: Exception) -> InternalError:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    kind = type(error).__name__
+    return InternalError(
+        redact(f"{kind}{where}: {error}; a bug in arq or the backend, please report it"),
+        kind=kind,
+    )
 
 
 class _LoopThread:
