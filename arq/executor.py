@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import traceback
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -21,7 +22,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -107,6 +108,9 @@ class Executor:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
         self.concurrency = concurrency
         self._thread = _LoopThread()
+        # an executor never closed still stops its loop thread cleanly, when it is
+        # collected or at exit; it leaves the backend open (it may be shared)
+        weakref.finalize(self, self._thread.stop)
 
     @property
     def backend(self) -> Backend:
@@ -159,7 +163,9 @@ class Executor:
 
         Raises (while iterating): `ConvergenceError`, `TruncatedOutputError`,
         `RefusalError`, `BackendError` (retries spent), `DeadlineExceededError`.
+        `StateError` at once if the executor is closed.
         """
+        self._check_open()
         return RunLoop(self.config, schema, context, examples).events()
 
     async def arun(
@@ -170,6 +176,7 @@ class Executor:
         examples: Examples = (),
     ) -> Result[SchemaT]:
         """Run `schema` on `context` to a valid output. Cancelling it closes the stream."""
+        self._check_open()
         events = RunLoop(self.config, schema, context, examples).events()
         try:
             async for event in events:
@@ -187,7 +194,10 @@ class Executor:
         *,
         examples: Examples = (),
     ) -> Result[SchemaT]:
-        """`arun`, blocking; works with or without an event loop running in this thread."""
+        """`arun`, blocking; works with or without an event loop running in this thread.
+
+        Raises `StateError` if the executor is closed, before or while the call runs.
+        """
         return self._thread.call(self.arun(schema, context, examples=examples))
 
     async def amap(
@@ -206,6 +216,7 @@ class Executor:
         `on_result(index, outcome)` is called as each run ends (for progress output).
         Cancelling `amap` (Ctrl-C in `map`) cancels every run of the batch.
         """
+        self._check_open()
         items = list(contexts)
         limit = asyncio.Semaphore(concurrency or self.concurrency)
         outcomes: list[Result[SchemaT] | ArqError | None] = [None] * len(items)
@@ -245,10 +256,16 @@ class Executor:
         await self.backend.aclose()
 
     def close(self) -> None:
-        """Close the backend and stop the executor's event-loop thread."""
-        if self._thread.started:
-            self._thread.call(self.backend.aclose())
-        self._thread.stop()
+        """Stop the executor's event-loop thread and close the backend there, if it started.
+
+        A `run` or `map` still running in another thread ends with `StateError`; so does
+        every later call. Closing twice does nothing.
+        """
+        self._thread.stop(self.backend.aclose)
+
+    def _check_open(self) -> None:
+        if self._thread.closed:
+            raise StateError(_CLOSED)
 
     def __enter__(self) -> Executor:
         return self
@@ -296,16 +313,19 @@ def _internal_error(error: Exception) -> InternalError:
 
 
 class _LoopThread:
-    """An event loop on a daemon thread, started on first use, for the blocking calls."""
+    """An event loop on a daemon thread, started on first use, for the blocking calls.
+
+    `stop` ends it the way `asyncio.run` ends its loop, so nothing is left pending: the
+    calls still running are cancelled (their callers get a `StateError`), then the
+    asynchronous generators left open and the default executor are shut down. A stopped
+    loop thread takes no more calls.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._loop is not None
+        self.closed = False
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
@@ -314,29 +334,82 @@ class _LoopThread:
                 "Executor.run or map was called from inside a running executor task;"
                 " use `await executor.arun(...)` / `amap(...)` there"
             )
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
+        with self._lock:  # submitted under the lock, so `stop` finds it among the tasks
+            if self.closed:
+                coroutine.close()
+                raise StateError(_CLOSED)
+            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
         try:
             return future.result()
+        except CancelledError:
+            if self.closed:
+                raise StateError("the executor was closed while this call was running") from None
+            raise
         except BaseException:
             future.cancel()  # Ctrl-C in the caller stops the run and closes its stream
             raise
 
     def _start(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="arq-executor", daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=_serve, args=(loop,), name="arq-executor", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
 
-    def stop(self) -> None:
+    def stop(self, last: Callable[[], Awaitable[None]] | None = None) -> None:
+        """End the calls still running, await `last()` on the loop, then stop the thread.
+
+        Called from the loop's own thread (a finalizer run there), it does not wait.
+        """
         with self._lock:
+            if self.closed:
+                return
+            self.closed = True
             loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
+            if loop is None or thread is None:
+                return
+            done = asyncio.run_coroutine_threadsafe(_shutdown(last), loop)
+            done.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
+        if threading.current_thread() is thread:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        if not thread.is_alive():
-            loop.close()
+        try:
+            done.result()
+        finally:
+            thread.join()
+
+
+_CLOSED = "this Executor is closed; make a new one"
+_SHUTDOWN_WAIT = 10.0  # seconds a cancelled task may take to end when the executor closes
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop thread: run until `_shutdown` stops the loop, then close it."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+async def _shutdown(last: Callable[[], Awaitable[None]] | None) -> None:
+    """Cancel the loop's other tasks, await `last()`, and shut the loop down."""
+    loop = asyncio.get_running_loop()
+    try:
+        await _end_tasks()
+        if last is not None:
+            await last()
+    finally:
+        await _end_tasks()  # among them, the closing of generators dropped while running
+        await loop.shutdown_asyncgens()
+        await loop.shutdown_default_executor()
+
+
+async def _end_tasks() -> None:
+    """Cancel every other task of this loop and wait for them to end."""
+    for _ in range(3):  # a task that ends can start another (a generator's aclose)
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=_SHUTDOWN_WAIT)

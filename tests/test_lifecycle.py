@@ -4,14 +4,22 @@ SDK over real HTTP, against the loopback test server."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import arq
 from arq import Executor
 from arq.backends import OpenAIBackend
-from arq.errors import ArqError, InternalError
+from arq.errors import ArqError, InternalError, StateError
 from arq.prompt import Request
 from arq.testing import FakeOpenAIServer, Reply, ScriptedBackend
 
@@ -33,6 +41,146 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 def backend(server: FakeOpenAIServer) -> OpenAIBackend:
     return OpenAIBackend("fake-model", base_url=server.base_url, api_key="sk-test-0123456789")
+
+
+def wait_for_requests(server: FakeOpenAIServer, count: int) -> None:
+    """Wait until the server has received `count` requests (a generous bound on a hang)."""
+    end = time.monotonic() + 10
+    while len(server.requests) < count:
+        assert time.monotonic() < end, f"{len(server.requests)} requests, not {count}"
+        time.sleep(0.01)
+
+
+def in_thread(call: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
+    """Start `call(*args)` in a thread; the list gets its result or its exception."""
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call(*args))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+# --- close() ends the calls still running -------------------------------------------------
+
+
+def test_close_ends_a_run_blocked_in_another_thread(server: FakeOpenAIServer) -> None:
+    server.script(SLOW)
+    ex = Executor(backend(server))
+    thread, outcome = in_thread(ex.run, S, {})
+    wait_for_requests(server, 1)
+    ex.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], StateError)
+    assert "closed" in str(outcome[0])
+    assert server.requests[0].wait()
+    assert server.requests[0].disconnected_early  # its stream was closed
+
+
+def test_close_ends_a_map_blocked_in_another_thread(server: FakeOpenAIServer) -> None:
+    server.script(SLOW, SLOW, SLOW)
+    ex = Executor(backend(server))
+    thread, outcome = in_thread(ex.map, S, [{}] * 3)
+    wait_for_requests(server, 3)
+    ex.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], StateError)
+    assert all(request.wait() and request.disconnected_early for request in server.requests)
+
+
+def test_every_call_after_close_raises_state_error(server: FakeOpenAIServer) -> None:
+    server.script(Reply('{"a": "x"}'))
+    ex = Executor(backend(server))
+    assert ex.run(S, {}).output.a == "x"
+    ex.close()
+    ex.close()  # twice does nothing
+    with pytest.raises(StateError, match="closed"):
+        ex.run(S, {})
+    with pytest.raises(StateError, match="closed"):
+        ex.map(S, [{}])
+    with pytest.raises(StateError, match="closed"):
+        asyncio.run(ex.arun(S, {}))
+    with pytest.raises(StateError, match="closed"):
+        ex.stream(S, {})
+    assert len(server.requests) == 1
+
+
+# --- nothing on stderr ---------------------------------------------------------------------
+
+PRELUDE = """
+import asyncio, contextlib, gc, openai, arq
+from arq.backends import OpenAIBackend
+from arq.testing import FakeOpenAIServer, Reply, Status, Truncated
+
+class S(arq.Reasoning):
+    a: str = arq.answer("A?")
+
+def closing_backend(server):
+    # the server closes the connection after every answer, as some servers do
+    client = openai.OpenAI(
+        base_url=server.base_url, api_key="sk-test-0", default_headers={"Connection": "close"}
+    )
+    return OpenAIBackend("m", client=client)
+"""
+
+
+def stderr_of(script: str) -> str:
+    """Run `PRELUDE` + `script` in a fresh interpreter with this checkout's arq; its stderr."""
+    root = Path(arq.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    code = PRELUDE + textwrap.dedent(script)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_runs_that_succeed_fail_or_are_cut_leave_stderr_clean() -> None:
+    # an answer's SDK stream is closed by a task of its own once dropped; closing the
+    # executor's loop before that task ran printed "Task was destroyed but it is pending!"
+    err = stderr_of("""
+        with FakeOpenAIServer() as server:
+            ok, cut = Reply('{"a": "x"}'), Truncated('{"a": "x')
+            replies = [ok, Status.rate_limited(retry_after=0), cut]
+            for i in range(60):
+                server.script(replies[i % 3])
+                with arq.Executor(closing_backend(server), retry=arq.RetryPolicy(attempts=1)) as ex:
+                    try:
+                        ex.run(S, {})
+                    except arq.ArqError:
+                        pass
+                gc.collect()
+    """)
+    assert err == ""
+
+
+def test_an_executor_never_closed_leaves_stderr_clean() -> None:
+    # one dropped mid-script and one alive at exit: each stops its loop thread cleanly, and
+    # the backend of the dropped one still works
+    err = stderr_of("""
+        server = FakeOpenAIServer().start()
+        server.script(Reply('{"a": "x"}'), Reply('{"a": "y"}'), Reply('{"a": "z"}'))
+        backend = OpenAIBackend("m", base_url=server.base_url)
+        assert arq.Executor(backend).run(S, {}).output.a == "x"
+        gc.collect()
+        assert arq.Executor(backend).run(S, {}).output.a == "y"
+        kept = arq.Executor(closing_backend(server))
+        assert kept.run(S, {}).output.a == "z"
+    """)
+    assert err == ""
 
 
 # --- map: one item's bug is that item's error ---------------------------------------------
