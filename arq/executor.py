@@ -14,6 +14,7 @@ import threading
 import traceback
 import weakref
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -23,6 +24,7 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import CancelledError, Future
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -164,9 +166,12 @@ class Executor:
         Raises (while iterating): `ConvergenceError`, `TruncatedOutputError`,
         `RefusalError`, `BackendError` (retries spent), `DeadlineExceededError`.
         `StateError` at once if the executor is closed.
+
+        The run goes on in a task of its own and its events queue here; leaving the
+        `async for` early (a `break`, an exception) cancels it and closes its stream.
         """
         self._check_open()
-        return RunLoop(self.config, schema, context, examples).events()
+        return _in_task(RunLoop(self.config, schema, context, examples).events())
 
     async def arun(
         self,
@@ -288,6 +293,35 @@ class Executor:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _in_task(events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    """`events`, driven by a task of their own.
+
+    A run's events come from generators nested in one another. Dropped unfinished, they
+    would be closed by the loop's shutdown all at once and collide ("aclose():
+    asynchronous generator is already running"); a task ending or cancelled closes them
+    in order, and this generator, the only one left to the loop, holds none.
+    """
+    queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    async def drive() -> None:
+        async with aclosing(events):
+            async for event in events:
+                queue.put_nowait(event)
+
+    task = asyncio.ensure_future(drive())
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        await task  # the run's error, if it failed
+    finally:
+        task.cancel()
+        if not task.done():
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # raised above, or the caller left first: not an unread error
 
 
 async def _outcome(run: Awaitable[Result[SchemaT]]) -> Result[SchemaT] | ArqError:

@@ -167,6 +167,36 @@ def test_runs_that_succeed_fail_or_are_cut_leave_stderr_clean() -> None:
     assert err == ""
 
 
+def test_an_abandoned_stream_leaves_stderr_clean() -> None:
+    # an exception inside `async for` drops the run's nested generators unfinished; the
+    # loop's shutdown closed them all at once, and they collided ("aclose(): asynchronous
+    # generator is already running"), depending on the order it took them in
+    err = stderr_of("""
+        class T(arq.Reasoning):
+            a: str = arq.query("A?")
+            b: str = arq.answer("B?")
+
+        slow = Reply('{"a": "x", "b": "' + "word " * 40 + '"}', tokens_per_second=20)
+        with FakeOpenAIServer() as server:
+            for i in range(8):
+                server.script(slow)
+                ex = arq.Executor(closing_backend(server))
+
+                async def main(closing):
+                    async with ex if closing else contextlib.nullcontext():
+                        try:
+                            async for event in ex.stream(T, {}):  # "a" accepted
+                                raise KeyError("the caller's own bug")
+                        except KeyError:
+                            pass
+
+                asyncio.run(main(closing=i % 2 == 0))
+                ex.close()
+            assert all(r.wait() and r.disconnected_early for r in server.requests)
+    """)
+    assert err == ""
+
+
 def test_an_executor_never_closed_leaves_stderr_clean() -> None:
     # one dropped mid-script and one alive at exit: each stops its loop thread cleanly, and
     # the backend of the dropped one still works
