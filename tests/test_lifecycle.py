@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 import arq
@@ -211,6 +212,42 @@ def test_an_executor_never_closed_leaves_stderr_clean() -> None:
         assert kept.run(S, {}).output.a == "z"
     """)
     assert err == ""
+
+
+# --- a user's AsyncOpenAI client and a second event loop ----------------------------------
+
+
+def test_a_users_async_client_on_a_second_event_loop_raises_state_error(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script(Reply('{"a": "x"}'))
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test-0123456789")
+    ex = Executor(OpenAIBackend("fake-model", client=client))
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(ex.arun(S, {})).output.a == "x"
+        with pytest.raises(StateError, match=r"event loop.*openai\.OpenAI"):
+            asyncio.run(ex.arun(S, {}))
+        outcomes = ex.map(S, [{}, {}])  # the executor's own loop is another one too
+        assert [type(o) for o in outcomes] == [StateError, StateError]
+        ex.close()
+        first.run_until_complete(client.close())
+    finally:
+        first.close()
+    assert len(server.requests) == 1  # nothing was sent from the other loops
+
+
+def test_a_users_async_client_serves_every_call_on_its_loop(server: FakeOpenAIServer) -> None:
+    server.script(Reply('{"a": "x"}'), Reply('{"a": "y"}'), Reply('{"a": "z"}'))
+
+    async def main() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test-0") as client:
+            ex = Executor(OpenAIBackend("fake-model", client=client), concurrency=1)
+            outcomes = await ex.amap(S, [{}, {}])
+            last = await ex.arun(S, {})
+        return [o.output.a for o in [*outcomes, last] if isinstance(o, arq.Result)]
+
+    assert asyncio.run(main()) == ["x", "y", "z"]
 
 
 # --- map: one item's bug is that item's error ---------------------------------------------
