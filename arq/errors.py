@@ -15,6 +15,7 @@ ArqError
 ├── ModelNotFoundError     no GGUF model file for the local backend (also a FileNotFoundError)
 ├── BackendError           the model service failed (status, retryable, retry_after, ...)
 ├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
+├── InternalError          an unexpected exception in arq or a backend (a bug: please report)
 └── OutputError            the model's output cannot be accepted
     ├── OutputParseError   not JSON, or keys in the wrong order, duplicated or unknown
     ├── TruncatedOutputError   the output ended before the object was complete
@@ -45,6 +46,7 @@ __all__ = [
     "ConvergenceError",
     "DatasetError",
     "DeadlineExceededError",
+    "InternalError",
     "InvalidArgumentError",
     "ModelNotFoundError",
     "NO_VALUE",
@@ -257,6 +259,19 @@ class BackendError(ArqError):
 
 class DeadlineExceededError(ArqError):
     """The run's deadline passed before a valid result; raise `deadline` or simplify."""
+
+
+class InternalError(ArqError):
+    """An exception that is not an `ArqError` ended a run: a bug in arq or in a backend.
+
+    `Executor.map` and `amap` report it as that item's outcome, so the other items keep
+    their results. `kind` is the original exception's type name; the message holds it and
+    its text, with secrets masked. Please report it with the message.
+    """
+
+    def __init__(self, message: str, *, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 class RefusalError(OutputError):

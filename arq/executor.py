@@ -11,22 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+import traceback
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from concurrent.futures import CancelledError, Future
+from contextlib import aclosing
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from arq.backends.base import Backend, Settings
-from arq.errors import ArqError, InvalidArgumentError, StateError
+from arq.errors import ArqError, InternalError, InvalidArgumentError, StateError
 from arq.events import Event, OutputAccepted
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
 from arq.run.config import RunConfig
 from arq.run.loop import RunLoop
 from arq.schema import Reasoning
-from arq.trace import Result
+from arq.trace import Result, redact
 
 __all__ = ["Executor"]
 
@@ -97,6 +110,9 @@ class Executor:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
         self.concurrency = concurrency
         self._thread = _LoopThread()
+        # an executor never closed still stops its loop thread cleanly, when it is
+        # collected or at exit; it leaves the backend open (it may be shared)
+        weakref.finalize(self, self._thread.stop)
 
     @property
     def backend(self) -> Backend:
@@ -149,8 +165,13 @@ class Executor:
 
         Raises (while iterating): `ConvergenceError`, `TruncatedOutputError`,
         `RefusalError`, `BackendError` (retries spent), `DeadlineExceededError`.
+        `StateError` at once if the executor is closed.
+
+        The run goes on in a task of its own and its events queue here; leaving the
+        `async for` early (a `break`, an exception) cancels it and closes its stream.
         """
-        return RunLoop(self.config, schema, context, examples).events()
+        self._check_open()
+        return _in_task(RunLoop(self.config, schema, context, examples).events())
 
     async def arun(
         self,
@@ -160,6 +181,7 @@ class Executor:
         examples: Examples = (),
     ) -> Result[SchemaT]:
         """Run `schema` on `context` to a valid output. Cancelling it closes the stream."""
+        self._check_open()
         events = RunLoop(self.config, schema, context, examples).events()
         try:
             async for event in events:
@@ -177,7 +199,10 @@ class Executor:
         *,
         examples: Examples = (),
     ) -> Result[SchemaT]:
-        """`arun`, blocking; works with or without an event loop running in this thread."""
+        """`arun`, blocking; works with or without an event loop running in this thread.
+
+        Raises `StateError` if the executor is closed, before or while the call runs.
+        """
         return self._thread.call(self.arun(schema, context, examples=examples))
 
     async def amap(
@@ -191,19 +216,19 @@ class Executor:
         """Run `schema` on every context, at most `concurrency` at once.
 
         Results come in input order; each item is its `Result` or the `ArqError` that
-        ended its run, so one failure does not abort the batch. `on_result(index,
-        outcome)` is called as each run ends (for progress output).
+        ended its run, so one failure does not abort the batch: any other exception from
+        a run is a bug in arq or the backend, and becomes that item's `InternalError`.
+        `on_result(index, outcome)` is called as each run ends (for progress output).
+        Cancelling `amap` (Ctrl-C in `map`) cancels every run of the batch.
         """
+        self._check_open()
         items = list(contexts)
         limit = asyncio.Semaphore(concurrency or self.concurrency)
         outcomes: list[Result[SchemaT] | ArqError | None] = [None] * len(items)
 
         async def one(index: int, context: Context) -> None:
             async with limit:
-                try:
-                    outcome: Result[SchemaT] | ArqError = await self.arun(schema, context)
-                except ArqError as error:
-                    outcome = error
+                outcome = await _outcome(self.arun(schema, context))
             outcomes[index] = outcome
             if on_result is not None:
                 on_result(index, outcome)
@@ -212,8 +237,11 @@ class Executor:
         try:
             await asyncio.gather(*tasks)
         finally:
+            # cancelled, or `on_result` raised: the other runs stop and close their streams
             for task in tasks:
-                task.cancel()  # a bug in one run (not an ArqError) stops the others
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
         return [outcome for outcome in outcomes if outcome is not None]
 
     def map(
@@ -233,10 +261,16 @@ class Executor:
         await self.backend.aclose()
 
     def close(self) -> None:
-        """Close the backend and stop the executor's event-loop thread."""
-        if self._thread.started:
-            self._thread.call(self.backend.aclose())
-        self._thread.stop()
+        """Stop the executor's event-loop thread and close the backend there, if it started.
+
+        A `run` or `map` still running in another thread ends with `StateError`; so does
+        every later call. Closing twice does nothing.
+        """
+        self._thread.stop(self.backend.aclose)
+
+    def _check_open(self) -> None:
+        if self._thread.closed:
+            raise StateError(_CLOSED)
 
     def __enter__(self) -> Executor:
         return self
@@ -261,17 +295,71 @@ class Executor:
         await self.aclose()
 
 
+async def _in_task(events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    """`events`, driven by a task of their own.
+
+    A run's events come from generators nested in one another. Dropped unfinished, they
+    would be closed by the loop's shutdown all at once and collide ("aclose():
+    asynchronous generator is already running"); a task ending or cancelled closes them
+    in order, and this generator, the only one left to the loop, holds none.
+    """
+    queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    async def drive() -> None:
+        async with aclosing(events):
+            async for event in events:
+                queue.put_nowait(event)
+
+    task = asyncio.ensure_future(drive())
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        await task  # the run's error, if it failed
+    finally:
+        task.cancel()
+        if not task.done():
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # raised above, or the caller left first: not an unread error
+
+
+async def _outcome(run: Awaitable[Result[SchemaT]]) -> Result[SchemaT] | ArqError:
+    """The result of `run`, or the error that ended it as an `ArqError`."""
+    try:
+        return await run
+    except ArqError as error:
+        return error
+    except Exception as error:  # one item's bug must not end the batch
+        unexpected = error
+    # built outside the `except` block, so no chain leads to an exception that may hold a secret
+    return _internal_error(unexpected)
+
+
+def _internal_error(error: Exception) -> InternalError:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    kind = type(error).__name__
+    return InternalError(
+        redact(f"{kind}{where}: {error}; a bug in arq or the backend, please report it"),
+        kind=kind,
+    )
+
+
 class _LoopThread:
-    """An event loop on a daemon thread, started on first use, for the blocking calls."""
+    """An event loop on a daemon thread, started on first use, for the blocking calls.
+
+    `stop` ends it the way `asyncio.run` ends its loop, so nothing is left pending: the
+    calls still running are cancelled (their callers get a `StateError`), then the
+    asynchronous generators left open and the default executor are shut down. A stopped
+    loop thread takes no more calls.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._loop is not None
+        self.closed = False
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
@@ -280,29 +368,82 @@ class _LoopThread:
                 "Executor.run or map was called from inside a running executor task;"
                 " use `await executor.arun(...)` / `amap(...)` there"
             )
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
+        with self._lock:  # submitted under the lock, so `stop` finds it among the tasks
+            if self.closed:
+                coroutine.close()
+                raise StateError(_CLOSED)
+            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
         try:
             return future.result()
+        except CancelledError:
+            if self.closed:
+                raise StateError("the executor was closed while this call was running") from None
+            raise
         except BaseException:
             future.cancel()  # Ctrl-C in the caller stops the run and closes its stream
             raise
 
     def _start(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="arq-executor", daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=_serve, args=(loop,), name="arq-executor", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
 
-    def stop(self) -> None:
+    def stop(self, last: Callable[[], Awaitable[None]] | None = None) -> None:
+        """End the calls still running, await `last()` on the loop, then stop the thread.
+
+        Called from the loop's own thread (a finalizer run there), it does not wait.
+        """
         with self._lock:
+            if self.closed:
+                return
+            self.closed = True
             loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
+            if loop is None or thread is None:
+                return
+            done = asyncio.run_coroutine_threadsafe(_shutdown(last), loop)
+            done.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
+        if threading.current_thread() is thread:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        if not thread.is_alive():
-            loop.close()
+        try:
+            done.result()
+        finally:
+            thread.join()
+
+
+_CLOSED = "this Executor is closed; make a new one"
+_SHUTDOWN_WAIT = 10.0  # seconds a cancelled task may take to end when the executor closes
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop thread: run until `_shutdown` stops the loop, then close it."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+async def _shutdown(last: Callable[[], Awaitable[None]] | None) -> None:
+    """Cancel the loop's other tasks, await `last()`, and shut the loop down."""
+    loop = asyncio.get_running_loop()
+    try:
+        await _end_tasks()
+        if last is not None:
+            await last()
+    finally:
+        await _end_tasks()  # among them, the closing of generators dropped while running
+        await loop.shutdown_asyncgens()
+        await loop.shutdown_default_executor()
+
+
+async def _end_tasks() -> None:
+    """Cancel every other task of this loop and wait for them to end."""
+    for _ in range(3):  # a task that ends can start another (a generator's aclose)
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=_SHUTDOWN_WAIT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +27,7 @@ import openai
 from arq.backends.base import Capabilities, Chunk, Settings
 from arq.backends.openai_events import chunk_of
 from arq.checks import AllowedValues
-from arq.errors import BackendError, InvalidArgumentError
+from arq.errors import BackendError, InvalidArgumentError, StateError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
@@ -55,6 +56,13 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _NO_KEY = "not-needed"  # the SDK refuses to start without a key, which local servers ignore
 _END = object()  # `anext`'s default: the stream has ended
 _T = TypeVar("_T")
+_OTHER_LOOP = (
+    "the openai.AsyncOpenAI client given to OpenAIBackend holds connections of the event loop"
+    " that first used it, and this call runs on another event loop; make every call from one"
+    " loop (Executor.run and map use the executor's own, each asyncio.run a new one), or give"
+    " the backend an openai.OpenAI client, or base_url and api_key: it then makes a client"
+    " for each event loop"
+)
 
 
 class OpenAIBackend:
@@ -64,9 +72,10 @@ class OpenAIBackend:
         model: The model name the server expects.
         client: An `openai.AsyncOpenAI` or `openai.OpenAI` client to take settings from
             (key, base URL, headers, timeout). An `AsyncOpenAI` client is used as is, with
-            its retries off; it belongs to the event loop that first uses it, so use
-            `Executor.arun` from that loop. From an `OpenAI` client, an async twin is made
-            per event loop.
+            its retries off; its connections belong to the event loop that first uses it,
+            and a call from another loop raises `StateError` (`Executor.run` and `map` run
+            on the executor's own loop, each `asyncio.run` on a new one). From an `OpenAI`
+            client, an async twin is made per event loop, so any loop works.
         base_url: The server, e.g. ``"http://127.0.0.1:8080/v1"`` (ignored with `client`).
         api_key: The key; by default the SDK reads `OPENAI_API_KEY`. Servers that need
             none accept any text, so a placeholder is used when `base_url` is given alone.
@@ -99,6 +108,7 @@ class OpenAIBackend:
         self._max_tokens_param = max_tokens_param
         self._extra_body = dict(extra_body or {})
         self._shared: openai.AsyncOpenAI | None = None
+        self._shared_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._settings: dict[str, Any] = {"timeout": timeout, "max_retries": 0}
         if isinstance(client, openai.AsyncOpenAI):
             self._shared = client.with_options(max_retries=0)
@@ -209,9 +219,13 @@ class OpenAIBackend:
                 loop.call_soon_threadsafe(closer.cancel)  # it closes the client there
 
     def _client(self) -> openai.AsyncOpenAI:
-        if self._shared is not None:
-            return self._shared
         loop = asyncio.get_running_loop()
+        if self._shared is not None:
+            if self._shared_loop is None:
+                self._shared_loop = weakref.ref(loop)
+            elif self._shared_loop() is not loop:
+                raise StateError(_OTHER_LOOP)
+            return self._shared
         entry = self._clients.get(loop)
         if entry is None:
             client = openai.AsyncOpenAI(**self._settings)
