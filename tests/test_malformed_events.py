@@ -15,11 +15,12 @@ import pytest
 import arq
 from arq import Executor, RetryPolicy
 from arq.backends import OpenAIBackend
-from arq.backends.base import Chunk, Settings
+from arq.backends.base import Chunk
 from arq.errors import ArqError, BackendError
 from arq.events import RetryScheduled
 from arq.prompt import PromptBuilder
 from arq.testing import FakeOpenAIServer, Malformed, ReceivedRequest, Reply, Scripted
+from tests.test_openai_backend import collect as collect_stream
 
 
 class Item(arq.Reasoning):
@@ -93,15 +94,7 @@ def executor(server: FakeOpenAIServer, attempts: int = 2) -> Executor:
 
 async def collect(server: FakeOpenAIServer) -> tuple[list[Chunk], BaseException | None]:
     backend = OpenAIBackend("m", base_url=server.base_url)
-    chunks: list[Chunk] = []
-    try:
-        async for chunk in backend.stream(PromptBuilder().build(Item, {}), Settings()):
-            chunks.append(chunk)
-    except Exception as exc:
-        return chunks, exc
-    finally:
-        await backend.aclose()
-    return chunks, None
+    return await collect_stream(backend, PromptBuilder().build(Item, {}))
 
 
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
