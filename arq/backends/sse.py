@@ -1,0 +1,111 @@
+"""Server-sent events (`text/event-stream`) read incrementally from a response's bytes.
+
+`SSEDecoder` follows the WHATWG event-stream rules a chat stream needs, with the standard
+library only, so it reads whatever HTTP client delivers the bytes:
+
+- lines end with LF, CRLF or CR, also when a CRLF is split between two reads;
+- a line starting with ``:`` is a comment (a keep-alive) and is skipped;
+- ``data:`` lines accumulate, joined by LF, until a blank line dispatches the event;
+- ``event:`` names the event; ``id:``, ``retry:`` and unknown fields are ignored;
+- a blank line with no data dispatches nothing;
+- the end of the body ends the last line and event (`finish`).
+
+Each event's data must be UTF-8; bytes that are not are a retryable `BackendError`, as a
+garbled stream would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from arq.errors import BackendError
+
+__all__ = ["SSEDecoder", "ServerEvent"]
+
+_COLON = 58  # b":"[0]
+
+
+class ServerEvent(NamedTuple):
+    """One dispatched event: its name ("" when none was given) and its data."""
+
+    name: str
+    data: str
+
+
+class SSEDecoder:
+    """Turns a stream's bytes, fed in any pieces, into `ServerEvent`s."""
+
+    def __init__(self) -> None:
+        self._partial: list[bytes] = []  # the start of a line not yet ended
+        self._skip_lf = False  # the last read ended with CR: a LF starting the next is its pair
+        self._name = b""
+        self._data: list[bytes] = []
+
+    def feed(self, piece: bytes) -> Iterator[ServerEvent]:
+        """The events that `piece` completes, in order.
+
+        Raises:
+            BackendError: An event's data is not UTF-8 (retryable).
+        """
+        if self._skip_lf and piece[:1] == b"\n":
+            piece = piece[1:]
+        self._skip_lf = False
+        if b"\n" not in piece and b"\r" not in piece:
+            if piece:
+                self._partial.append(piece)
+            return
+        if self._partial:
+            self._partial.append(piece)
+            piece = b"".join(self._partial)
+            self._partial.clear()
+        if b"\r" in piece:
+            self._skip_lf = piece.endswith(b"\r")
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = piece.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._partial.append(rest)
+        for line in lines:
+            if line:
+                self._field(line)
+            elif self._data:
+                yield self._dispatch()
+            else:
+                self._name = b""
+
+    def finish(self) -> Iterator[ServerEvent]:
+        """The event the stream's end cuts off, if its data began: the end of the body
+        ends its last line and event, so a cut shows as data that is not whole JSON, and a
+        last event sent without its blank line is still read."""
+        line = b"".join(self._partial)
+        self._partial.clear()
+        if line:
+            self._field(line)
+        if self._data:
+            yield self._dispatch()
+
+    def _field(self, line: bytes) -> None:
+        if line[0] == _COLON:
+            return
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._name = value
+
+    def _dispatch(self) -> ServerEvent:
+        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+        name = self._name
+        self._data.clear()
+        self._name = b""
+        try:
+            return ServerEvent(name.decode() if name else "", data.decode())
+        except UnicodeDecodeError as exc:
+            reason = f"{exc.reason} at byte {exc.start}"
+        raise BackendError(
+            f"the model service sent a malformed event: its bytes are not UTF-8 ({reason})",
+            retryable=True,
+        )
