@@ -1,7 +1,8 @@
 """Chat Completions stream events as `Chunk`s: SSE events decoded, every field checked.
 
 `StreamEvents` turns the bytes of a streamed response into chunks: SSE framing
-(`arq.backends.sse`), `[DONE]`, error events, then each event's JSON, of which `chunk_of`
+(`arq.backends.sse`), `[DONE]`, error events, then each event's JSON (UTF-8, read with
+jiter, and with `json` where jiter refuses it), of which `chunk_of`
 reads only the fields arq uses, checking each one's type. An event that is not JSON, or
 has the wrong shape (`"content": 123`, `choices` as an object), is a retryable
 `BackendError`, as a stream that broke off would be; so is an error event (``event:
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+
+import jiter
 
 from arq.backends.base import Chunk
 from arq.backends.sse import ServerEvent, SSEDecoder
@@ -60,11 +63,16 @@ class StreamEvents:
                     yield chunk
 
     def _chunk(self, event: ServerEvent) -> Chunk | None:
-        if event.data.startswith("[DONE]"):
+        if event.data.startswith(b"[DONE]"):
             self.done = True
             return None
         try:
-            payload = json.loads(event.data)
+            payload = _json(event.data)
+        except UnicodeDecodeError as exc:
+            failure = (
+                "the model service sent a malformed event: its bytes are not UTF-8"
+                f" ({exc.reason} at byte {exc.start})"
+            )
         except ValueError as exc:
             failure = f"the model service sent a malformed event: {exc}"
         else:
@@ -72,6 +80,19 @@ class StreamEvents:
                 raise _service_error(payload)
             return chunk_of(payload)
         raise BackendError(failure, retryable=True)
+
+
+def _json(data: bytes) -> Any:
+    """The JSON value of UTF-8 `data`, as `json.loads` reads it.
+
+    jiter reads it in less than half the time; what jiter refuses goes to `json`, which
+    decides (it takes an escaped lone surrogate, which the step checks then reject) and
+    words the error.
+    """
+    try:
+        return jiter.from_json(data, cache_mode="keys")
+    except ValueError:
+        return json.loads(data.decode())
 
 
 def _service_error(payload: object) -> BackendError:
@@ -93,6 +114,19 @@ def chunk_of(event: object) -> Chunk | None:
         BackendError: The event does not have the shape of a `chat.completion.chunk`
             (retryable).
     """
+    # Most events carry a piece of content and nothing else: read those at once.
+    if type(event) is dict and event.get("usage") is None:
+        choices = event.get("choices")
+        if type(choices) is list and choices and type(choice := choices[0]) is dict:
+            delta = choice.get("delta")
+            if (
+                type(delta) is dict
+                and choice.get("finish_reason") is None
+                and type(content := delta.get("content")) is str
+                and delta.get("tool_calls") is None
+                and delta.get("refusal") is None
+            ):
+                return Chunk(content) if content else None
     usage = _usage(_field(event, "the event", "usage"))
     choices = _field(event, "the event", "choices")
     if choices is None or choices == []:

@@ -10,16 +10,13 @@ library only, so it reads whatever HTTP client delivers the bytes:
 - a blank line with no data dispatches nothing;
 - the end of the body ends the last line and event (`finish`).
 
-Each event's data must be UTF-8; bytes that are not are a retryable `BackendError`, as a
-garbled stream would be.
+An event's data stays bytes, as JSON decoders read them; its name is text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import NamedTuple
-
-from arq.errors import BackendError
 
 __all__ = ["SSEDecoder", "ServerEvent"]
 
@@ -30,7 +27,7 @@ class ServerEvent(NamedTuple):
     """One dispatched event: its name ("" when none was given) and its data."""
 
     name: str
-    data: str
+    data: bytes
 
 
 class SSEDecoder:
@@ -43,14 +40,21 @@ class SSEDecoder:
         self._data: list[bytes] = []
 
     def feed(self, piece: bytes) -> Iterator[ServerEvent]:
-        """The events that `piece` completes, in order.
-
-        Raises:
-            BackendError: An event's data is not UTF-8 (retryable).
-        """
+        """The events that `piece` completes, in order."""
         if self._skip_lf and piece[:1] == b"\n":
             piece = piece[1:]
         self._skip_lf = False
+        if (  # most pieces are one whole event of one data line: read those at once
+            piece[:6] == b"data: "
+            and piece.find(b"\n") == len(piece) - 2
+            and piece[-1:] == b"\n"
+            and not self._partial
+            and not self._data
+            and b"\r" not in piece
+        ):
+            self._data.append(piece[6:-2])
+            yield self._dispatch()
+            return
         if b"\n" not in piece and b"\r" not in piece:
             if piece:
                 self._partial.append(piece)
@@ -98,14 +102,7 @@ class SSEDecoder:
 
     def _dispatch(self) -> ServerEvent:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-        name = self._name
+        name = self._name.decode(errors="replace") if self._name else ""
         self._data.clear()
         self._name = b""
-        try:
-            return ServerEvent(name.decode() if name else "", data.decode())
-        except UnicodeDecodeError as exc:
-            reason = f"{exc.reason} at byte {exc.start}"
-        raise BackendError(
-            f"the model service sent a malformed event: its bytes are not UTF-8 ({reason})",
-            retryable=True,
-        )
+        return ServerEvent(name, data)

@@ -394,8 +394,8 @@ def _head(code: int, headers: list[tuple[str, str]]) -> bytes:
 def _response(
     code: int, body: Any, extra: list[tuple[str, str]], *, json_body: bool = False
 ) -> bytes:
-    """A whole response with Content-Length; a str body is sent as is (as text/plain
-    unless `json_body`), anything else as JSON."""
+    """A whole response with Content-Length; a str or bytes body is sent as is (a str
+    as text/plain unless `json_body`), anything else as JSON."""
     kind = "application/json"
     if isinstance(body, bytes):
         data = body
