@@ -314,3 +314,14 @@ def test_any_split_of_the_bytes_gives_the_same_chunks() -> None:
         chunks = [c for i in range(0, len(wire), size) for c in events.feed(wire[i : i + size])]
         assert [c.text for c in [*chunks, *events.finish()]] == ["a", "é", "c"], size
         assert events.done
+
+
+def test_a_sync_client_serves_calls_from_any_event_loop(server: FakeOpenAIServer) -> None:
+    server.script(Reply(TEXT), Reply(TEXT))
+    with openai.OpenAI(base_url=server.base_url, api_key="sk-user-key-0001") as client:
+        backend = OpenAIBackend("gpt-test", client=client)
+        first = asyncio.run(collect(backend, build()))  # one loop
+        second = asyncio.run(collect(backend, build()))  # and another
+    assert [(text_of(chunks), error) for chunks, error in (first, second)] == [(TEXT, None)] * 2
+    one, two = server.requests
+    assert one.connection == two.connection  # the user's client keeps its connection

@@ -324,7 +324,8 @@ async def _thread_pieces(
                         break
         except Exception as exc:
             put(_translated(exc, reading=reading) or exc)
-        put(_END)
+        finally:
+            put(_END)  # whatever happened, the reader is not left waiting
 
     threading.Thread(target=pump, name="arq-openai-stream", daemon=True).start()
     try:
