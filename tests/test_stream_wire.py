@@ -16,7 +16,16 @@ from arq.backends.base import Chunk, Settings
 from arq.backends.openai import OpenAIBackend
 from arq.backends.openai_events import StreamEvents
 from arq.errors import BackendError
-from arq.testing import DropAfter, FakeOpenAIServer, Malformed, Reply, Scripted, Status, Usage
+from arq.testing import (
+    DropAfter,
+    FakeOpenAIServer,
+    Malformed,
+    Reply,
+    Scripted,
+    Stall,
+    Status,
+    Usage,
+)
 from tests.test_openai_backend import TEXT, build, collect, text_of
 
 KINDS = ["AsyncOpenAI", "OpenAI"]
@@ -29,13 +38,18 @@ def content_event(text: str) -> str:
     return _HEAD + f'"choices":[{{"index":0,"delta":{delta},"finish_reason":null}}]}}'
 
 
-def make_client(kind: str, server: FakeOpenAIServer) -> openai.OpenAI | openai.AsyncOpenAI:
+def make_client(
+    kind: str, server: FakeOpenAIServer, timeout: float = 60.0
+) -> openai.OpenAI | openai.AsyncOpenAI:
     """The user's own client of `kind`, pointed at `server`."""
     if kind == "AsyncOpenAI":
-        return openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-user-key-0001")
+        return openai.AsyncOpenAI(
+            base_url=server.base_url, api_key="sk-user-key-0001", timeout=timeout
+        )
     if kind == "OpenAI":
-        return openai.OpenAI(base_url=server.base_url, api_key="sk-user-key-0001")
+        return openai.OpenAI(base_url=server.base_url, api_key="sk-user-key-0001", timeout=timeout)
     azure: dict[str, Any] = {
+        "timeout": timeout,
         "azure_endpoint": f"http://127.0.0.1:{server.port}",
         "api_key": "azure-key-0123456789",
         "api_version": "2024-10-21",
@@ -46,10 +60,10 @@ def make_client(kind: str, server: FakeOpenAIServer) -> openai.OpenAI | openai.A
 
 
 async def read(
-    kind: str, server: FakeOpenAIServer, count: int = 1
+    kind: str, server: FakeOpenAIServer, count: int = 1, timeout: float = 60.0
 ) -> list[tuple[list[Chunk], BaseException | None]]:
     """`count` streams, one after another, through one backend on the user's own client."""
-    client = make_client(kind, server)
+    client = make_client(kind, server, timeout)
     backend = OpenAIBackend("gpt-test", client=client)
     try:
         return [await collect(backend, build()) for _ in range(count)]
@@ -222,6 +236,20 @@ def test_bytes_that_are_not_utf8(server: FakeOpenAIServer, kind: str) -> None:
     assert str(error).startswith(
         "the model service sent a malformed event: its bytes are not UTF-8"
     )
+
+
+def test_a_silent_stream_times_out_as_the_client_is_set(
+    server: FakeOpenAIServer, kind: str
+) -> None:
+    server.script(Stall(Reply(TEXT, chunk_chars=5), after_chars=5, seconds=3))
+    ((chunks, error),) = asyncio.run(read(kind, server, timeout=0.3))
+    assert text_of(chunks) == TEXT[:5]
+    assert isinstance(error, BackendError)
+    assert (error.retryable, str(error)) == (True, "the model service timed out")
+    assert (error.__cause__, error.__context__) == (None, None)
+    request = server.requests[0]
+    assert request.wait()
+    assert request.disconnected_early
 
 
 def test_closing_early_stops_the_server_sending(server: FakeOpenAIServer, kind: str) -> None:
