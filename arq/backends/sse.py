@@ -15,7 +15,6 @@ An event's data stays bytes, as JSON decoders read them; its name is text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import NamedTuple
 
 __all__ = ["SSEDecoder", "ServerEvent"]
@@ -39,7 +38,7 @@ class SSEDecoder:
         self._name = b""
         self._data: list[bytes] = []
 
-    def feed(self, piece: bytes) -> Iterator[ServerEvent]:
+    def feed(self, piece: bytes) -> list[ServerEvent]:
         """The events that `piece` completes, in order."""
         if self._skip_lf and piece[:1] == b"\n":
             piece = piece[1:]
@@ -48,17 +47,14 @@ class SSEDecoder:
             piece[:6] == b"data: "
             and piece.find(b"\n") == len(piece) - 2
             and piece[-1:] == b"\n"
-            and not self._partial
-            and not self._data
+            and not (self._partial or self._data or self._name)
             and b"\r" not in piece
         ):
-            self._data.append(piece[6:-2])
-            yield self._dispatch()
-            return
+            return [ServerEvent("", piece[6:-2])]
         if b"\n" not in piece and b"\r" not in piece:
             if piece:
                 self._partial.append(piece)
-            return
+            return []
         if self._partial:
             self._partial.append(piece)
             piece = b"".join(self._partial)
@@ -70,15 +66,17 @@ class SSEDecoder:
         rest = lines.pop()
         if rest:
             self._partial.append(rest)
+        events = []
         for line in lines:
             if line:
                 self._field(line)
             elif self._data:
-                yield self._dispatch()
+                events.append(self._dispatch())
             else:
                 self._name = b""
+        return events
 
-    def finish(self) -> Iterator[ServerEvent]:
+    def finish(self) -> list[ServerEvent]:
         """The event the stream's end cuts off, if its data began: the end of the body
         ends its last line and event, so a cut shows as data that is not whole JSON, and a
         last event sent without its blank line is still read."""
@@ -86,8 +84,7 @@ class SSEDecoder:
         self._partial.clear()
         if line:
             self._field(line)
-        if self._data:
-            yield self._dispatch()
+        return [self._dispatch()] if self._data else []
 
     def _field(self, line: bytes) -> None:
         if line[0] == _COLON:
