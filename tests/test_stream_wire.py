@@ -353,3 +353,10 @@ def test_a_sync_client_serves_calls_from_any_event_loop(server: FakeOpenAIServer
     assert [(text_of(chunks), error) for chunks, error in (first, second)] == [(TEXT, None)] * 2
     one, two = server.requests
     assert one.connection == two.connection  # the user's client keeps its connection
+
+
+def test_an_escaped_lone_surrogate_is_content_as_json_reads_it() -> None:
+    """jiter refuses it; `json` takes it, and the step checks reject it later, as before."""
+    wire = f"data: {content_event('<?>').replace('<?>', chr(92) + 'ud800')}\n\n".encode()
+    (chunk,) = StreamEvents().feed(wire)
+    assert chunk.text == "\ud800"

@@ -60,7 +60,7 @@ llama-cpp-python's own server rejects the `json_schema` response format and want
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _NO_KEY = "not-needed"  # the SDK refuses to start without a key, which local servers ignore
-_END = object()  # `anext`'s default: the stream has ended
+_END = object()  # a sync client's reading thread is done: no more pieces
 _DRAIN_SECONDS = 0.1  # reading the body's end after [DONE], so the connection is reused
 _TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "h11")
 _T = TypeVar("_T")
@@ -395,7 +395,7 @@ def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
         if any(kind.__name__ == "TimeoutException" for kind in type(exc).__mro__):
             return BackendError("the model service timed out", retryable=True)
         return BackendError(redact(f"the stream broke off: {exc!r}"), retryable=True)
-    if reading:  # an event the SDK could not build
+    if reading:  # the body could not be read
         return BackendError(
             redact(f"the stream could not be read: {type(exc).__name__}: {exc}"), retryable=True
         )

@@ -2,11 +2,11 @@
 
 `StreamEvents` turns the bytes of a streamed response into chunks: SSE framing
 (`arq.backends.sse`), `[DONE]`, error events, then each event's JSON (UTF-8, read with
-jiter, and with `json` where jiter refuses it), of which `chunk_of`
-reads only the fields arq uses, checking each one's type. An event that is not JSON, or
-has the wrong shape (`"content": 123`, `choices` as an object), is a retryable
-`BackendError`, as a stream that broke off would be; so is an error event (``event:
-error``, or an ``"error"`` member in the data), as the SDK raises it.
+jiter, and with `json` where jiter refuses it), of which `chunk_of` reads only the fields
+arq uses, checking each one's type. An event that is not JSON, or has the wrong shape
+(`"content": 123`, `choices` as an object), is a retryable `BackendError`, as a stream
+that broke off would be; so is an error event (``event: error``, or an ``"error"`` member
+in the data), as the SDK raises it.
 
 Usage is the exception: counts that are not non-negative integers are taken as no usage
 reported (the run then estimates its tokens), since the answer itself is intact and a
@@ -85,9 +85,9 @@ class StreamEvents:
 def _json(data: bytes) -> Any:
     """The JSON value of UTF-8 `data`, as `json.loads` reads it.
 
-    jiter reads it in less than half the time; what jiter refuses goes to `json`, which
-    decides (it takes an escaped lone surrogate, which the step checks then reject) and
-    words the error.
+    jiter reads it faster (`bench/event_decoding.py`); what jiter refuses goes to `json`,
+    which decides (it takes an escaped lone surrogate, which the step checks then reject)
+    and words the error.
     """
     try:
         return jiter.from_json(data, cache_mode="keys")
