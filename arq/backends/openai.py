@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Mapping
@@ -206,6 +207,31 @@ class OpenAIBackend:
                     yield chunk
         finally:
             await response.close()
+
+    async def complete(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """Send a prepared Chat Completions body as it is, without streaming (a batch line's
+        `body`); the completion as the server wrote it, and its request id.
+
+        Raises:
+            BackendError: the server answered with an error status, or the call failed.
+        """
+        client = self._client()
+        rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        create = client.chat.completions.with_raw_response.create(
+            model=body.get("model", self.model),
+            messages=body.get("messages", []),
+            stream=False,
+            extra_body=rest or None,
+        )
+        raw = await _guarded(create, reading=False)
+        try:
+            completion = json.loads(raw.text)
+        except ValueError:
+            completion = None
+        if not isinstance(completion, dict):
+            message = "the model service sent a completion that is not a JSON object"
+            raise BackendError(message, retryable=True, request_id=raw.request_id)
+        return completion, raw.request_id
 
     async def aclose(self) -> None:
         """Close the clients this backend made (not one the user passed), each on its loop."""
