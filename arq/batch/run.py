@@ -1,0 +1,163 @@
+"""`run`: send a round's request lines to an OpenAI-compatible server, as a batch engine would.
+
+Each input file gets an output file in the engine's format (`{"id", "custom_id",
+"response": {"status_code", "request_id", "body"}, "error"}`, failures inline as `vllm
+run-batch` writes them). Lines are appended to a `.part` file as answers arrive, a few
+requests at a time (`concurrency`); the file is renamed when every line is in. Run again
+after a kill, it keeps the complete lines of the `.part` file (a line cut short is
+dropped) and sends only the requests it has no line for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from arq.backends.openai import OpenAIBackend
+from arq.batch.files import read_jsonl
+from arq.batch.manifest import Manifest, Round
+from arq.errors import BackendError, BatchError, InvalidArgumentError
+
+__all__ = ["arun", "run"]
+
+
+def run(
+    folder: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    backend: OpenAIBackend | None = None,
+    concurrency: int = 8,
+) -> Round:
+    """Send the current round of the job in `folder` and write its outputs (blocking).
+
+    Args:
+        folder: The job's folder.
+        base_url: The server, e.g. ``"http://127.0.0.1:8000/v1"``.
+        api_key: Its key (default: the `OPENAI_API_KEY` variable, or none for a local
+            server).
+        backend: An `OpenAIBackend` to send through instead of `base_url` and `api_key`.
+        concurrency: Requests in flight at once.
+
+    Returns:
+        The round, now `ran`, with its output files.
+
+    Raises:
+        BatchError: the job has no round left to run.
+    """
+    return asyncio.run(
+        arun(folder, base_url=base_url, api_key=api_key, backend=backend, concurrency=concurrency)
+    )
+
+
+async def arun(
+    folder: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    backend: OpenAIBackend | None = None,
+    concurrency: int = 8,
+) -> Round:
+    """`run` on the caller's event loop."""
+    if concurrency < 1:
+        raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
+    root = Path(folder)
+    manifest = Manifest.load(root)
+    current = manifest.current
+    if current is None:
+        raise BatchError(f"{root}: every item has its outcome; there is no round to run")
+    if current.state in ("ran", "ingesting"):
+        return current
+    own = backend is None
+    if backend is None:
+        if base_url is None:
+            raise InvalidArgumentError("run needs base_url or backend")
+        key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        backend = OpenAIBackend(manifest.job.settings.model, base_url=base_url, api_key=key)
+    current.state = "running"
+    manifest.save(root)  # the intent: outputs may be partial until the round says `ran`
+    try:
+        outputs = []
+        for index, name in enumerate(current.inputs):
+            output = f"round-{current.number}/output-{index:03d}.jsonl"
+            if not (root / output).exists():
+                await _run_file(root / name, root / output, backend, concurrency)
+            outputs.append(output)
+    finally:
+        if own:
+            await backend.aclose()
+    current.state, current.outputs = "ran", outputs
+    manifest.save(root)
+    return current
+
+
+async def _run_file(source: Path, target: Path, backend: OpenAIBackend, concurrency: int) -> None:
+    """Answer every request of `source` into `target`, resuming its `.part` file."""
+    part = target.with_name(f".{target.name}.part")
+    done = _resume(part)
+    todo = (line for _, line in read_jsonl(source) if line.get("custom_id") not in done)
+    with open(part, "a", encoding="utf-8") as out:
+        workers = [_worker(todo, backend, out) for _ in range(concurrency)]
+        await asyncio.gather(*workers)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(part, target)
+
+
+async def _worker(todo: Iterator[dict[str, Any]], backend: OpenAIBackend, out: IO[str]) -> None:
+    for request in todo:  # one iterator shared by the workers, on one thread
+        line = await _answer(request, backend)
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.flush()  # a kill loses at most the line being written
+
+
+async def _answer(request: dict[str, Any], backend: OpenAIBackend) -> dict[str, Any]:
+    """The output line for one request line."""
+    line: dict[str, Any] = {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": request.get("custom_id"),
+        "response": None,
+        "error": None,
+    }
+    try:
+        body, request_id = await backend.complete(request.get("body") or {})
+    except BackendError as error:
+        if error.status is None:
+            line["error"] = {"code": "request_failed", "message": str(error)}
+        else:
+            body = {"error": {"message": str(error), "code": error.status}}
+            line["response"] = {
+                "status_code": error.status,
+                "request_id": error.request_id,
+                "body": body,
+            }
+        return line
+    line["response"] = {"status_code": 200, "request_id": request_id, "body": body}
+    return line
+
+
+def _resume(part: Path) -> set[str]:
+    """The custom_ids `part` has complete lines for; a last line cut short is cut off."""
+    if not part.exists():
+        return set()
+    with open(part, "rb+") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        while end > 0:  # back to the last line break, a block at a time
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            block = handle.read(end - start)
+            if (cut := block.rfind(b"\n")) >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        handle.truncate(end)
+    done = set()
+    for _, line in read_jsonl(part):
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            done.add(line["custom_id"])
+    return done
