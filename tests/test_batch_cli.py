@@ -86,3 +86,20 @@ def test_batch_needs_a_step(tmp_path: Path) -> None:
     code, _, err = call("batch", "ingest", tmp_path)
     assert code == 2
     assert "holds no batch job" in err
+
+
+def test_a_server_that_cannot_be_reached_spends_no_retries(tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "items.jsonl", 5)
+    job = tmp_path / "job"
+    call("batch", "prepare", SPEC, dataset, "--out", job, "--model", "m")
+    with FakeOpenAIServer() as gone:
+        url = gone.base_url
+    code, out, err = call("batch", "loop", job, "--base-url", url)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: BackendError: no request reached the server")
+    assert not list((job / "round-1").glob("*output*"))
+    with FakeOpenAIServer() as server:
+        server.responder = TicketResponder()
+        code, out, _ = call("batch", "loop", job, "--base-url", server.base_url)
+    assert code == 0
+    assert out.startswith("round 1: 5 requests, ")

@@ -101,17 +101,39 @@ async def _run_file(source: Path, target: Path, backend: OpenAIBackend, concurre
     part = target.with_name(f".{target.name}.part")
     done = _resume(part)
     todo = (line for _, line in read_jsonl(source) if line.get("custom_id") not in done)
+    tally = _Tally()
     with open(part, "a", encoding="utf-8") as out:
-        workers = [_worker(todo, backend, out) for _ in range(concurrency)]
+        workers = [_worker(todo, backend, out, tally) for _ in range(concurrency)]
         await asyncio.gather(*workers)
         out.flush()
         os.fsync(out.fileno())
+    if tally.unreachable and not tally.answered and not done:
+        # nothing reached the server: a wrong URL or a server down is not the items' fault,
+        # and must not spend their retry budget
+        part.unlink()
+        raise BackendError(f"no request reached the server: {tally.first_error}", retryable=True)
     os.replace(part, target)
 
 
-async def _worker(todo: Iterator[dict[str, Any]], backend: OpenAIBackend, out: IO[str]) -> None:
+class _Tally:
+    """Requests answered with an HTTP status, and those that reached no server."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.unreachable = 0
+        self.first_error = ""
+
+
+async def _worker(
+    todo: Iterator[dict[str, Any]], backend: OpenAIBackend, out: IO[str], tally: _Tally
+) -> None:
     for request in todo:  # one iterator shared by the workers, on one thread
         line = await _answer(request, backend)
+        if line["error"] is None:
+            tally.answered += 1
+        else:
+            tally.unreachable += 1
+            tally.first_error = tally.first_error or line["error"]["message"]
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         out.flush()  # a kill loses at most the line being written
 
