@@ -395,3 +395,30 @@ def test_a_refusal_and_a_cut_answer_fail_the_item(tmp_path: Path, server: FakeOp
     assert failed["t0"]["error"]["type"] == "RefusalError"
     assert failed["t2"]["error"]["type"] == "TruncatedOutputError"
     assert list(accepted) == ["t1"]
+
+
+def test_any_backend_answers_by_streaming_the_request_a_line_holds(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    from arq.prompt import Request
+    from arq.testing import ScriptedBackend
+    from tests.batch_support import answer_for
+
+    def by_content(request: Request) -> str:
+        text = " ".join(m["content"] for m in request.messages)
+        i = int(text.split("Ticket ", 1)[1].split(":", 1)[0])
+        repair = request.messages[-1]["role"] == "user" and "rejected" in text
+        return json.dumps(answer_for(i, list(request.steps), repair))
+
+    streamed = prepared(tmp_path, 30, "streamed")
+    backend = ScriptedBackend(*[by_content] * 60)
+    batch.loop(streamed, backend=backend, schema=Ticket)
+    served = prepared(tmp_path, 30, "served")
+    batch.loop(served, base_url=server.base_url)
+    s_accepted, s_failed = outcomes(streamed)
+    h_accepted, h_failed = outcomes(served)
+    outputs = {k: v["output"] for k, v in s_accepted.items()}
+    assert outputs == {k: v["output"] for k, v in h_accepted.items()}
+    assert len(outputs) == 29
+    assert set(s_failed) == set(h_failed) == {"t3"}
+    assert backend.calls[0].request.steps == ("order_id", "topic", "summary")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from arq.backends.openai import OpenAIBackend
+from arq.backends.base import Backend
 from arq.batch.ingest import RoundSummary, ingest
 from arq.batch.manifest import Manifest
 from arq.batch.run import run
@@ -19,7 +19,7 @@ def loop(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
-    backend: OpenAIBackend | None = None,
+    backend: Backend | None = None,
     schema: type[Reasoning] | None = None,
     concurrency: int = 8,
     progress: Callable[[RoundSummary], None] | None = None,
@@ -40,6 +40,7 @@ def loop(
                 base_url=base_url,
                 api_key=api_key,
                 backend=backend,
+                schema=schema,
                 concurrency=concurrency,
             )
         summary = ingest(folder, schema=schema)

@@ -18,10 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from arq.backends.base import Backend
 from arq.backends.openai import OpenAIBackend
+from arq.batch.engine import complete_with_stream
 from arq.batch.files import read_jsonl
-from arq.batch.manifest import Manifest, Round
+from arq.batch.manifest import Manifest, Round, job_schema
 from arq.errors import BackendError, BatchError, InvalidArgumentError
+from arq.schema import Reasoning
 
 __all__ = ["arun", "run"]
 
@@ -31,7 +34,8 @@ def run(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
-    backend: OpenAIBackend | None = None,
+    backend: Backend | None = None,
+    schema: type[Reasoning] | None = None,
     concurrency: int = 8,
 ) -> Round:
     """Send the current round of the job in `folder` and write its outputs (blocking).
@@ -41,7 +45,11 @@ def run(
         base_url: The server, e.g. ``"http://127.0.0.1:8000/v1"``.
         api_key: Its key (default: the `OPENAI_API_KEY` variable, or none for a local
             server).
-        backend: An `OpenAIBackend` to send through instead of `base_url` and `api_key`.
+        backend: A backend to answer with instead of `base_url` and `api_key`: an
+            `OpenAIBackend` sends each line's body as it is; any other (the embedded
+            `LlamaCppBackend`) streams the request the body holds.
+        schema: The job's schema, for a backend that is not an `OpenAIBackend` (default:
+            imported from the manifest's spec).
         concurrency: Requests in flight at once.
 
     Returns:
@@ -51,7 +59,14 @@ def run(
         BatchError: the job has no round left to run.
     """
     return asyncio.run(
-        arun(folder, base_url=base_url, api_key=api_key, backend=backend, concurrency=concurrency)
+        arun(
+            folder,
+            base_url=base_url,
+            api_key=api_key,
+            backend=backend,
+            schema=schema,
+            concurrency=concurrency,
+        )
     )
 
 
@@ -60,7 +75,8 @@ async def arun(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
-    backend: OpenAIBackend | None = None,
+    backend: Backend | None = None,
+    schema: type[Reasoning] | None = None,
     concurrency: int = 8,
 ) -> Round:
     """`run` on the caller's event loop."""
@@ -79,6 +95,9 @@ async def arun(
             raise InvalidArgumentError("run needs base_url or backend")
         key = api_key or os.environ.get("OPENAI_API_KEY") or None
         backend = OpenAIBackend(manifest.job.settings.model, base_url=base_url, api_key=key)
+    engine = _Engine(backend, None)
+    if not isinstance(backend, OpenAIBackend):
+        engine = _Engine(backend, job_schema(manifest.job, schema))
     current.state = "running"
     manifest.save(root)  # the intent: outputs may be partial until the round says `ran`
     try:
@@ -86,7 +105,7 @@ async def arun(
         for index, name in enumerate(current.inputs):
             output = f"round-{current.number}/output-{index:03d}.jsonl"
             if not (root / output).exists():
-                await _run_file(root / name, root / output, backend, concurrency)
+                await _run_file(root / name, root / output, engine, concurrency)
             outputs.append(output)
     finally:
         if own:
@@ -96,14 +115,29 @@ async def arun(
     return current
 
 
-async def _run_file(source: Path, target: Path, backend: OpenAIBackend, concurrency: int) -> None:
+class _Engine:
+    """Answers a request line's body: as it is through `OpenAIBackend.complete`, or by
+    streaming the request it holds from any other backend."""
+
+    def __init__(self, backend: Backend, schema: type[Reasoning] | None) -> None:
+        self.backend = backend
+        self.schema = schema
+
+    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        if isinstance(self.backend, OpenAIBackend):
+            return await self.backend.complete(body)
+        assert self.schema is not None  # set for every backend but OpenAIBackend
+        return await complete_with_stream(self.backend, self.schema, body), None
+
+
+async def _run_file(source: Path, target: Path, engine: _Engine, concurrency: int) -> None:
     """Answer every request of `source` into `target`, resuming its `.part` file."""
     part = target.with_name(f".{target.name}.part")
     done = _resume(part)
     todo = (line for _, line in read_jsonl(source) if line.get("custom_id") not in done)
     tally = _Tally()
     with open(part, "a", encoding="utf-8") as out:
-        workers = [_worker(todo, backend, out, tally) for _ in range(concurrency)]
+        workers = [_worker(todo, engine, out, tally) for _ in range(concurrency)]
         await asyncio.gather(*workers)
         out.flush()
         os.fsync(out.fileno())
@@ -125,10 +159,10 @@ class _Tally:
 
 
 async def _worker(
-    todo: Iterator[dict[str, Any]], backend: OpenAIBackend, out: IO[str], tally: _Tally
+    todo: Iterator[dict[str, Any]], engine: _Engine, out: IO[str], tally: _Tally
 ) -> None:
     for request in todo:  # one iterator shared by the workers, on one thread
-        line = await _answer(request, backend)
+        line = await _answer(request, engine)
         if line["error"] is None:
             tally.answered += 1
         else:
@@ -138,7 +172,7 @@ async def _worker(
         out.flush()  # a kill loses at most the line being written
 
 
-async def _answer(request: dict[str, Any], backend: OpenAIBackend) -> dict[str, Any]:
+async def _answer(request: dict[str, Any], engine: _Engine) -> dict[str, Any]:
     """The output line for one request line."""
     line: dict[str, Any] = {
         "id": f"batch_req_{uuid.uuid4().hex}",
@@ -147,7 +181,7 @@ async def _answer(request: dict[str, Any], backend: OpenAIBackend) -> dict[str, 
         "error": None,
     }
     try:
-        body, request_id = await backend.complete(request.get("body") or {})
+        body, request_id = await engine.complete(request.get("body") or {})
     except BackendError as error:
         if error.status is None:
             line["error"] = {"code": "request_failed", "message": str(error)}

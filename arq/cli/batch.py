@@ -9,11 +9,16 @@ arq batch loop DIR --base-url URL [--concurrency N] [--schema SCHEMA]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from arq.cli.load import load_schema
-from arq.cli.options import add_profile, at_least
+from arq.cli.options import LOCAL_EXTRA, add_profile, at_least
+from arq.errors import UsageError
+
+if TYPE_CHECKING:
+    from arq.backends.base import Backend
 
 __all__ = ["HELP", "SCHEMA", "add_arguments", "command"]
 
@@ -48,10 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         sub = steps.add_parser(name, help=text, **extra)
         sub.add_argument("dir", metavar="DIR", help="the job's folder")
-        sub.add_argument("--base-url", required=True, metavar="URL", help="the server")
+        where = sub.add_mutually_exclusive_group(required=True)
+        where.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible server")
+        where.add_argument("--local", action="store_true", help="the embedded model")
         sub.add_argument("--concurrency", type=at_least(1), default=8, metavar="N")
-        if name == "loop":
-            _schema_option(sub)
+        _schema_option(sub)
 
     ingest = steps.add_parser("ingest", help="check a round's results, prepare the next", **extra)
     ingest.add_argument("dir", metavar="DIR", help="the job's folder")
@@ -89,18 +95,26 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         first = manifest.rounds[0]
         out.write(f"round 1: {first.requests} requests in {', '.join(first.inputs)}\n")
         return 0
-    if args.step == "run":
-        ran = batch.run(args.dir, base_url=args.base_url, concurrency=args.concurrency)
-        out.write(f"round {ran.number}: {ran.requests} answers in {', '.join(ran.outputs)}\n")
-        return 0
     schema = load_schema(args.schema or batch.Manifest.load(args.dir).job.schema_spec)
     if args.step == "ingest":
         summary = batch.ingest(args.dir, args.results, schema=schema)
         out.write(summary.line() + "\n")
         return 0
+    local = _local() if args.local else None
+    if args.step == "run":
+        ran = batch.run(
+            args.dir,
+            base_url=args.base_url,
+            backend=local,
+            schema=schema,
+            concurrency=args.concurrency,
+        )
+        out.write(f"round {ran.number}: {ran.requests} answers in {', '.join(ran.outputs)}\n")
+        return 0
     summaries = batch.loop(
         args.dir,
         base_url=args.base_url,
+        backend=local,
         schema=schema,
         concurrency=args.concurrency,
         progress=lambda summary: _say(out, summary.line()),
@@ -121,6 +135,15 @@ def _lines(path: Path) -> int:
         return 0
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)
+
+
+def _local() -> Backend:
+    """The embedded model, or a usage error naming the extra it needs."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise UsageError(f"the embedded model needs the `local` extra ({LOCAL_EXTRA})")
+    from arq.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend()
 
 
 def _say(out: TextIO, line: str) -> None:
