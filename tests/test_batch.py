@@ -421,4 +421,22 @@ def test_any_backend_answers_by_streaming_the_request_a_line_holds(
     assert outputs == {k: v["output"] for k, v in h_accepted.items()}
     assert len(outputs) == 29
     assert set(s_failed) == set(h_failed) == {"t3"}
-    assert backend.calls[0].request.steps == ("order_id", "topic", "summary")
+    # each call holds the request Executor.run makes: steps, allowed and rejected values
+    scripted = ScriptedBackend(*[by_content] * 2)
+    with Executor(scripted) as executor:
+        executor.run(Ticket, list(items(2))[1]["context"])  # item t1: one repair
+    expected = [call.request for call in scripted.calls]
+    made = [
+        call.request
+        for call in backend.calls
+        if any("Ticket 1:" in m["content"] for m in call.request.messages)
+    ]
+    assert len(made) == len(expected) == 2
+    for mine, theirs in zip(made, expected, strict=True):
+        assert (mine.steps, mine.rejected, mine.allowed) == (
+            theirs.steps,
+            theirs.rejected,
+            theirs.allowed,
+        )
+        assert mine.output_schema == theirs.output_schema
+    assert made[1].rejected == ('"B-1"',)

@@ -1,9 +1,11 @@
 """Answering a request line with any `Backend`: the embedded model as a batch engine.
 
 `OpenAIBackend` sends a line's body as it is (`OpenAIBackend.complete`). Any other backend
-(the embedded `LlamaCppBackend`, a `ScriptedBackend` in tests) streams: the body becomes a
-`Request` (its messages, the schema its response format or forced tool asks for, in step
-order, and its sampling settings), and the stream is read whole into the completion an
+(the embedded `LlamaCppBackend`, a `ScriptedBackend` in tests) streams the `Request` the
+line stands for: the body's messages and sampling settings, the steps the item's state
+asks for (their JSON Schema as the prompt builder writes it), and what the state says the
+request holds a steering backend to (allowed values, rejected values), so the embedded
+model decodes as it does in `Executor.run`. The stream is read whole into the completion an
 OpenAI-compatible server would have sent.
 """
 
@@ -14,23 +16,36 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from arq.backends.base import Backend, Settings
+from arq.batch.items import ItemState, steered
 from arq.jsonschema import json_schema
 from arq.prompt import Message, Request
-from arq.schema import Reasoning
+from arq.schema import Reasoning, steps
 from arq.trace import Usage
 
 __all__ = ["complete_with_stream", "request_of"]
 
 
-def request_of(schema: type[Reasoning], body: Mapping[str, Any]) -> tuple[Request, Settings]:
-    """The request and settings a Chat Completions body holds (a body that names no schema
-    asks for every step of `schema`)."""
-    output_schema = _asked_schema(body) or json_schema(schema, "json-schema")
+def request_of(
+    schema: type[Reasoning], body: Mapping[str, Any], state: ItemState | None = None
+) -> tuple[Request, Settings]:
+    """The request and settings a Chat Completions body stands for, with its item's
+    `state` (without it, the steps its response format or forced tool asks for, every step
+    if it names none, and no steering)."""
+    if state is not None:
+        asked = tuple(state.asked)
+        rejected, allowed = steered(state.steer)
+    else:
+        asked = tuple(_asked_schema(body).get("properties") or ()) or tuple(
+            s.name for s in steps(schema)
+        )
+        rejected, allowed = (), {}
     request = Request(
         messages=cast(list[Message], [dict(m) for m in body.get("messages") or []]),
         schema=schema,
-        output_schema=output_schema,
-        steps=tuple(output_schema.get("properties") or ()),
+        output_schema=json_schema(schema, "json-schema", steps=asked),
+        steps=asked,
+        rejected=rejected,
+        allowed=allowed,
     )
     limit = body.get("max_tokens", body.get("max_completion_tokens"))
     settings = Settings(
@@ -42,10 +57,14 @@ def request_of(schema: type[Reasoning], body: Mapping[str, Any]) -> tuple[Reques
 
 
 async def complete_with_stream(
-    backend: Backend, schema: type[Reasoning], body: Mapping[str, Any]
+    backend: Backend,
+    schema: type[Reasoning],
+    body: Mapping[str, Any],
+    state: ItemState | None = None,
 ) -> dict[str, Any]:
-    """Stream the answer to `body` from `backend`; the completion it makes."""
-    request, settings = request_of(schema, body)
+    """Stream the answer to `body` (of the item in `state`) from `backend`; the
+    completion it makes."""
+    request, settings = request_of(schema, body, state)
     parts: list[str] = []
     finish: str | None = None
     usage: Usage | None = None

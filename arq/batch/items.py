@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from arq.batch.manifest import FORMAT
+from arq.checks import AllowedValues
+from arq.prompt import Request
 from arq.repair import Repairs
 from arq.schema import Reasoning
 from arq.trace import Usage
 
-__all__ = ["ItemState", "outcome_record"]
+__all__ = ["ItemState", "outcome_record", "steered", "steering"]
 
 
 @dataclass
@@ -38,6 +40,9 @@ class ItemState:
         seen: The failures so far, as the repair policy tells them apart.
         usage: Tokens of the answers so far.
         last: The text of the last answer.
+        steer: What the pending request holds a steering backend to (`Request.rejected`
+            and `Request.allowed`, as JSON), for a backend that answers the request
+            itself rather than its body (`arq batch run --local`).
     """
 
     id: str
@@ -52,6 +57,7 @@ class ItemState:
     seen: list[Any] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     last: str = ""
+    steer: dict[str, Any] = field(default_factory=dict)
 
     def to_line(self) -> str:
         """The state as one JSON line."""
@@ -77,6 +83,36 @@ class ItemState:
         self.repairs = repairs.count
         self.rejected = {step: list(values) for step, values in repairs.rejected.items()}
         self.seen = sorted((list(s) for s in repairs.seen), key=json.dumps)
+
+
+def steering(request: Request) -> dict[str, Any]:
+    """What `request` holds a steering backend to, as JSON (`ItemState.steer`)."""
+    steer: dict[str, Any] = {}
+    if request.rejected:
+        steer["rejected"] = list(request.rejected)
+    if request.allowed:
+        steer["allowed"] = {step: _allowed_json(a) for step, a in request.allowed.items()}
+    return steer
+
+
+def steered(steer: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, AllowedValues]]:
+    """The rejected values and allowed values `steering` wrote."""
+    allowed = {step: _allowed_of(data) for step, data in (steer.get("allowed") or {}).items()}
+    return tuple(steer.get("rejected") or ()), allowed
+
+
+def _allowed_json(allowed: AllowedValues) -> dict[str, Any]:
+    data = asdict(allowed)  # nested AllowedValues of `fields` become dicts too
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def _allowed_of(data: Mapping[str, Any]) -> AllowedValues:
+    values = dict(data)
+    if values.get("choices") is not None:
+        values["choices"] = tuple(values["choices"])
+    if values.get("fields") is not None:
+        values["fields"] = tuple((name, _allowed_of(inner)) for name, inner in values["fields"])
+    return AllowedValues(**values)
 
 
 def outcome_record(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from arq.backends.base import Chunk
-from arq.batch.items import ItemState, outcome_record
+from arq.batch.items import ItemState, outcome_record, steering
 from arq.batch.requests import RequestMaker
 from arq.errors import BackendError, OutputError, OutputParseError, StepError
 from arq.prompt import Request
@@ -103,6 +103,7 @@ def _repair(
     state.calls += 1
     request, body = maker.repair(state.context, repairs, checker.raw, error, state.calls)
     state.asked = list(request.steps)
+    state.steer = steering(request)
     return Verdict("repair", state=state, body=body)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from arq.batch.files import MAX_FILE_BYTES, MAX_FILE_REQUESTS, ShardWriter, open_new, read_jsonl
 from arq.batch.index import DiskIndex
-from arq.batch.items import ItemState
+from arq.batch.items import ItemState, steering
 from arq.batch.manifest import Job, Manifest, Round, Settings, job_tag, schema_fingerprint
 from arq.batch.requests import RequestMaker, request_line
 from arq.errors import BatchError, DatasetError
@@ -136,6 +136,7 @@ def prepare(
                 hash=_item_hash(data),
                 context=item["context"],
                 asked=list(request.steps),
+                steer=steering(request),
             )
             state_file.write(state.to_line())
             shards.write(request_line(job.tag, 1, item["id"], body))

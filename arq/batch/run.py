@@ -11,6 +11,7 @@ dropped) and sends only the requests it has no line for.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import uuid
@@ -22,6 +23,7 @@ from arq.backends.base import Backend
 from arq.backends.openai import OpenAIBackend
 from arq.batch.engine import complete_with_stream
 from arq.batch.files import read_jsonl
+from arq.batch.items import ItemState
 from arq.batch.manifest import Manifest, Round, job_schema
 from arq.errors import BackendError, BatchError, InvalidArgumentError
 from arq.schema import Reasoning
@@ -102,10 +104,16 @@ async def arun(
     manifest.save(root)  # the intent: outputs may be partial until the round says `ran`
     try:
         outputs = []
+        # the round's items, in the order of its request lines across the files
+        states = (s for _, s in read_jsonl(root / f"round-{current.number}" / "state.jsonl"))
         for index, name in enumerate(current.inputs):
             output = f"round-{current.number}/output-{index:03d}.jsonl"
+            pairs = zip(read_jsonl(root / name), states, strict=False)  # `states` goes on
+            lines = ((line, state) for (_, line), state in pairs)
             if not (root / output).exists():
-                await _run_file(root / name, root / output, engine, concurrency)
+                await _run_file(lines, root / output, engine, concurrency)
+            else:
+                collections.deque(lines, maxlen=0)  # its items: on to the next file's
             outputs.append(output)
     finally:
         if own:
@@ -123,18 +131,27 @@ class _Engine:
         self.backend = backend
         self.schema = schema
 
-    async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    async def complete(
+        self, body: dict[str, Any], state: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
         if isinstance(self.backend, OpenAIBackend):
             return await self.backend.complete(body)
         assert self.schema is not None  # set for every backend but OpenAIBackend
-        return await complete_with_stream(self.backend, self.schema, body), None
+        item = ItemState.from_dict(state)
+        return await complete_with_stream(self.backend, self.schema, body, item), None
 
 
-async def _run_file(source: Path, target: Path, engine: _Engine, concurrency: int) -> None:
-    """Answer every request of `source` into `target`, resuming its `.part` file."""
+async def _run_file(
+    lines: Iterator[tuple[dict[str, Any], dict[str, Any]]],
+    target: Path,
+    engine: _Engine,
+    concurrency: int,
+) -> None:
+    """Answer every request line (with its item's state) into `target`, resuming its
+    `.part` file."""
     part = target.with_name(f".{target.name}.part")
     done = _resume(part)
-    todo = (line for _, line in read_jsonl(source) if line.get("custom_id") not in done)
+    todo = (pair for pair in lines if pair[0].get("custom_id") not in done)
     tally = _Tally()
     with open(part, "a", encoding="utf-8") as out:
         workers = [_worker(todo, engine, out, tally) for _ in range(concurrency)]
@@ -159,10 +176,13 @@ class _Tally:
 
 
 async def _worker(
-    todo: Iterator[dict[str, Any]], engine: _Engine, out: IO[str], tally: _Tally
+    todo: Iterator[tuple[dict[str, Any], dict[str, Any]]],
+    engine: _Engine,
+    out: IO[str],
+    tally: _Tally,
 ) -> None:
-    for request in todo:  # one iterator shared by the workers, on one thread
-        line = await _answer(request, engine)
+    for request, state in todo:  # one iterator shared by the workers, on one thread
+        line = await _answer(request, state, engine)
         if line["error"] is None:
             tally.answered += 1
         else:
@@ -172,7 +192,9 @@ async def _worker(
         out.flush()  # a kill loses at most the line being written
 
 
-async def _answer(request: dict[str, Any], engine: _Engine) -> dict[str, Any]:
+async def _answer(
+    request: dict[str, Any], state: dict[str, Any], engine: _Engine
+) -> dict[str, Any]:
     """The output line for one request line."""
     line: dict[str, Any] = {
         "id": f"batch_req_{uuid.uuid4().hex}",
@@ -181,7 +203,7 @@ async def _answer(request: dict[str, Any], engine: _Engine) -> dict[str, Any]:
         "error": None,
     }
     try:
-        body, request_id = await engine.complete(request.get("body") or {})
+        body, request_id = await engine.complete(request.get("body") or {}, state)
     except BackendError as error:
         if error.status is None:
             line["error"] = {"code": "request_failed", "message": str(error)}
