@@ -440,3 +440,16 @@ def test_any_backend_answers_by_streaming_the_request_a_line_holds(
         )
         assert mine.output_schema == theirs.output_schema
     assert made[1].rejected == ('"B-1"',)
+
+
+@pytest.mark.parametrize("profile", ["llama-cpp-python", "vllm"])
+def test_each_profile_sends_its_response_format(
+    tmp_path: Path, server: FakeOpenAIServer, profile: str
+) -> None:
+    folder = prepared(tmp_path, 20, profile=profile)
+    body = lines(folder / "round-1" / "input-000.jsonl")[0]["body"]
+    kind = {"llama-cpp-python": "json_object", "vllm": "json_schema"}[profile]
+    assert body["response_format"]["type"] == kind
+    batch.loop(folder, base_url=server.base_url)
+    accepted, failed = outcomes(folder)
+    assert (len(accepted), set(failed)) == (19, {"t3"})
