@@ -21,6 +21,7 @@ import json
 import os
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -232,6 +233,48 @@ class OpenAIBackend:
             message = "the model service sent a completion that is not a JSON object"
             raise BackendError(message, retryable=True, request_id=raw.request_id)
         return completion, raw.request_id
+
+    async def submit_batch(self, path: str | os.PathLike[str], metadata: dict[str, str]) -> str:
+        """Upload a batch input file and start a Chat Completions batch of it; its id."""
+        client = self._client()
+        upload = await _guarded(
+            client.files.create(file=Path(path), purpose="batch"), reading=False
+        )
+        created = client.batches.create(
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata=metadata,
+        )
+        return (await _guarded(created, reading=False)).id
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        """A batch as the Batch API describes it (`status`, `output_file_id`, `errors`...)."""
+        found = await _guarded(self._client().batches.retrieve(batch_id), reading=False)
+        return found.model_dump(mode="json")
+
+    async def batches(self) -> list[dict[str, Any]]:
+        """The batches the service lists, newest first."""
+        client = self._client()
+
+        async def every() -> list[dict[str, Any]]:
+            return [b.model_dump(mode="json") async for b in client.batches.list(limit=100)]
+
+        return await _guarded(every(), reading=True)
+
+    async def download(self, file_id: str, path: str | os.PathLike[str]) -> None:
+        """Write a file of the service to `path` as it arrives."""
+        client = self._client()
+
+        async def fetch() -> None:
+            async with client.files.with_streaming_response.content(file_id) as response:
+                await response.stream_to_file(path)
+
+        await _guarded(fetch(), reading=True)
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete a file of the service."""
+        await _guarded(self._client().files.delete(file_id), reading=False)
 
     async def aclose(self) -> None:
         """Close the clients this backend made (not one the user passed), each on its loop."""

@@ -17,6 +17,7 @@ that cannot converge in `job/failed.jsonl`. Every command can be run again after
 and goes on where it stopped; see `arq.batch.manifest` for the folder's layout.
 """
 
+from arq.batch.api import fetch, status, submit
 from arq.batch.ingest import RoundSummary, ingest
 from arq.batch.loop import loop
 from arq.batch.manifest import Manifest, Round, Settings
@@ -31,8 +32,11 @@ __all__ = [
     "RoundSummary",
     "Settings",
     "arun",
+    "fetch",
     "ingest",
     "loop",
     "prepare",
     "run",
+    "status",
+    "submit",
 ]

@@ -52,7 +52,7 @@ __all__ = [
 FORMAT = 1
 """The version of the manifest and of the records in `results.jsonl` and `failed.jsonl`."""
 
-RoundState = Literal["prepared", "running", "ran", "ingesting", "ingested"]
+RoundState = Literal["prepared", "running", "submitted", "ran", "ingesting", "ingested"]
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,16 @@ class Round:
     Attributes:
         number: 1 for the first requests, then one per repair or re-send round.
         state: `prepared` (its files are written), `running` (`arq batch run` is sending
-            it), `ran` (its outputs are complete), `ingesting`, `ingested`.
+            it), `submitted` (to the Batch API), `ran` (its outputs are complete),
+            `ingesting`, `ingested`.
         requests: Request lines in the round.
         inputs: Its input files, relative to the job's folder.
         outputs: Its output files from `arq batch run`, relative to the folder.
         results: The results files being or last ingested, with their sizes.
         counts: What ingesting decided: accepted, repair, resend, failed, duplicates,
             missing.
+        batches: Its batches on the Batch API, one per input file: the `file`, the batch
+            `id` once created (`intent` is set just before), and the `outputs` fetched.
     """
 
     number: int
@@ -106,6 +109,7 @@ class Round:
     outputs: list[str] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    batches: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

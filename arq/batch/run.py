@@ -91,6 +91,11 @@ async def arun(
         raise BatchError(f"{root}: every item has its outcome; there is no round to run")
     if current.state in ("ran", "ingesting"):
         return current
+    if current.state == "submitted":
+        raise BatchError(
+            f"{root}: round {current.number} was submitted to the Batch API: `arq batch"
+            " fetch` gets its results"
+        )
     own = backend is None
     if backend is None:
         if base_url is None:
