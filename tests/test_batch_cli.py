@@ -103,3 +103,37 @@ def test_a_server_that_cannot_be_reached_spends_no_retries(tmp_path: Path) -> No
         code, out, _ = call("batch", "loop", job, "--base-url", server.base_url)
     assert code == 0
     assert out.startswith("round 1: 5 requests, ")
+
+
+def test_submit_status_fetch_then_ingest(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    dataset = write_dataset(tmp_path / "items.jsonl", 10)
+    job = tmp_path / "job"
+    call("batch", "prepare", SPEC, dataset, "--out", job, "--model", "m")
+    code, out, err = call("batch", "submit", job, "--base-url", server.base_url)
+    assert (code, err) == (0, "")
+    assert out.startswith("round 1: 1 batch(es) submitted: batch-fake")
+    code, out, _ = call("batch", "status", job, "--base-url", server.base_url)
+    assert code == 0
+    assert out.endswith(": completed, 9 completed, 1 failed of 10\n")  # item 4's 503
+    code, out, _ = call("batch", "fetch", job, "--base-url", server.base_url)
+    assert (code, out) == (0, "round 1: every batch fetched; `arq batch ingest` goes on\n")
+    code, out, _ = call("batch", "ingest", job)
+    assert code == 0
+    assert out.startswith("round 1: 10 requests, ")
+    code, _, err = call("batch", "fetch", job, "--base-url", server.base_url)
+    assert code == 2
+    assert "was not submitted to the Batch API" in err
+
+
+def test_loop_through_the_batch_api(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    dataset = write_dataset(tmp_path / "items.jsonl", 12)
+    job = tmp_path / "job"
+    call("batch", "prepare", SPEC, dataset, "--out", job, "--model", "m")
+    argv = ("batch", "loop", job, "--batch-api", "--base-url", server.base_url, "--poll", 0)
+    code, out, err = call(*argv)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith("11 accepted in ")
+    assert len(server.batches.batches) == len(out.splitlines()) - 1  # one batch a round
+    code, _, err = call("batch", "loop", job)
+    assert code == 2
+    assert "needs --base-url URL or --local" in err

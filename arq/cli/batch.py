@@ -53,11 +53,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         sub = steps.add_parser(name, help=text, **extra)
         sub.add_argument("dir", metavar="DIR", help="the job's folder")
-        where = sub.add_mutually_exclusive_group(required=True)
+        where = sub.add_mutually_exclusive_group()
         where.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible server")
         where.add_argument("--local", action="store_true", help="the embedded model")
         sub.add_argument("--concurrency", type=at_least(1), default=8, metavar="N")
         _schema_option(sub)
+        if name == "loop":
+            sub.add_argument(
+                "--batch-api", action="store_true", help="submit each round to the Batch API"
+            )
+            sub.add_argument("--poll", type=float, default=60.0, metavar="S", help="seconds")
+
+    for name, text in (
+        ("submit", "start the current round's batches on the Batch API"),
+        ("status", "show the current round's batches"),
+        ("fetch", "download the results of the batches that ended"),
+    ):
+        sub = steps.add_parser(name, help=text, **extra)
+        sub.add_argument("dir", metavar="DIR", help="the job's folder")
+        sub.add_argument("--base-url", metavar="URL", help="a server with the Batch API")
+        if name == "fetch":
+            sub.add_argument("--keep", action="store_true", help="keep the files on the server")
 
     ingest = steps.add_parser("ingest", help="check a round's results, prepare the next", **extra)
     ingest.add_argument("dir", metavar="DIR", help="the job's folder")
@@ -95,11 +111,18 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         first = manifest.rounds[0]
         out.write(f"round 1: {first.requests} requests in {', '.join(first.inputs)}\n")
         return 0
+    if args.step in ("submit", "status", "fetch"):
+        return _batch_api(args, out)
     schema = load_schema(args.schema or batch.Manifest.load(args.dir).job.schema_spec)
     if args.step == "ingest":
         summary = batch.ingest(args.dir, args.results, schema=schema)
         out.write(summary.line() + "\n")
         return 0
+    batch_api = getattr(args, "batch_api", False)
+    if batch_api and args.local:
+        raise UsageError("--batch-api goes with --base-url (or OpenAI's), not --local")
+    if not (batch_api or args.local or args.base_url):
+        raise UsageError(f"`arq batch {args.step}` needs --base-url URL or --local")
     local = _local() if args.local else None
     if args.step == "run":
         ran = batch.run(
@@ -118,6 +141,8 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         schema=schema,
         concurrency=args.concurrency,
         progress=lambda summary: _say(out, summary.line()),
+        batch_api=batch_api,
+        poll=args.poll,
     )
     if not summaries:
         out.write("every item has its outcome already\n")
@@ -127,6 +152,31 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"{accepted} accepted in {folder / 'results.jsonl'}, {failed} failed in"
         f" {folder / 'failed.jsonl'}\n"
     )
+    return 0
+
+
+def _batch_api(args: argparse.Namespace, out: TextIO) -> int:
+    """`submit`, `status`, `fetch`: one line per batch, or per round."""
+    from arq import batch
+
+    if args.step == "submit":
+        sent = batch.submit(args.dir, base_url=args.base_url)
+        ids = ", ".join(str(entry["id"]) for entry in sent.batches)
+        out.write(f"round {sent.number}: {len(sent.batches)} batch(es) submitted: {ids}\n")
+    elif args.step == "status":
+        for found in batch.status(args.dir, base_url=args.base_url):
+            counts = found.get("request_counts") or {}
+            out.write(
+                f"{found['id']}: {found['status']}, {counts.get('completed', 0)} completed,"
+                f" {counts.get('failed', 0)} failed of {counts.get('total', 0)}\n"
+            )
+    else:
+        got = batch.fetch(args.dir, base_url=args.base_url, keep=args.keep)
+        done = sum(entry.get("outputs") is not None for entry in got.batches)
+        if got.state == "ran":
+            out.write(f"round {got.number}: every batch fetched; `arq batch ingest` goes on\n")
+        else:
+            out.write(f"round {got.number}: {done} of {len(got.batches)} batches fetched\n")
     return 0
 
 
