@@ -453,3 +453,12 @@ def test_each_profile_sends_its_response_format(
     batch.loop(folder, base_url=server.base_url)
     accepted, failed = outcomes(folder)
     assert (len(accepted), set(failed)) == (19, {"t3"})
+
+
+def test_results_without_a_line_send_every_request_again(tmp_path: Path) -> None:
+    folder = prepared(tmp_path, 4)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    summary = batch.ingest(folder, [empty])
+    assert (summary.counts["missing"], summary.counts["resend"]) == (4, 4)
+    assert summary.next_round == 2

@@ -75,6 +75,7 @@ def test_a_failed_batch_is_an_error_and_is_sent_again(
     batch.submit(folder, base_url=server.base_url)
     with pytest.raises(BatchError, match=r"failed \(invalid_json_line"):
         batch.fetch(folder, base_url=server.base_url)
+    assert server.batches.files == {}  # the upload of the failed batch is deleted
     server.batches.outcome = "completed"
     batch.submit(folder, base_url=server.base_url)
     assert batch.fetch(folder, base_url=server.base_url).state == "ran"

@@ -161,6 +161,8 @@ async def _fetch(root: Path, manifest: Manifest, api: OpenAIBackend, *, keep: bo
             told = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
             entry["id"], entry["intent"] = None, False  # `submit` sends the file again
             manifest.save(root)
+            if not keep and batch.get("input_file_id"):
+                await api.delete_file(batch["input_file_id"])
             raise BatchError(
                 f"the batch of {entry['file']} failed ({told or 'no errors given'});"
                 " fix the cause, then `arq batch submit` sends it again"

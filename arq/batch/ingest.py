@@ -98,6 +98,10 @@ def ingest(
             raise BatchError(f"{root}: no results given, and no round that `arq batch run` ran")
     stamps = [{"path": os.fspath(p), "size": _size(p)} for p in files]
     round_number = _round_of(manifest, files)
+    if round_number is None:  # no line at all (a batch that expired before any answer)
+        if current is None:
+            raise BatchError(f"{root}: every item has its outcome; there is no round to ingest")
+        round_number = current.number
     done = manifest.rounds[round_number - 1]
     if done.state == "ingested":
         if done.results == stamps:
@@ -207,8 +211,8 @@ def _items(root: Path, current: Round) -> Iterator[tuple[ItemState, dict[str, An
         yield state, request["body"]
 
 
-def _round_of(manifest: Manifest, files: list[Path]) -> int:
-    """The round the first result line names."""
+def _round_of(manifest: Manifest, files: list[Path]) -> int | None:
+    """The round the first result line names; None if the files hold no line."""
     for path in files:
         for line_number, line in read_jsonl(path):
             named = parse_custom_id(line.get("custom_id") if isinstance(line, dict) else None)
@@ -225,7 +229,7 @@ def _round_of(manifest: Manifest, files: list[Path]) -> int:
                     path=str(path),
                 )
             return named[1]
-    raise BatchError(f"{', '.join(map(str, files))}: no result lines", path=str(files[0]))
+    return None
 
 
 def _size(path: Path) -> int:
