@@ -462,3 +462,15 @@ def test_results_without_a_line_send_every_request_again(tmp_path: Path) -> None
     summary = batch.ingest(folder, [empty])
     assert (summary.counts["missing"], summary.counts["resend"]) == (4, 4)
     assert summary.next_round == 2
+
+
+def test_an_item_without_a_context_key_names_its_line(tmp_path: Path) -> None:
+    from arq.errors import DatasetError
+
+    dataset = tmp_path / "items.jsonl"
+    dataset.write_text(
+        '{"id": "a", "context": {"ticket": "order A-1"}}\n{"id": "b", "context": {}}\n'
+    )
+    with pytest.raises(DatasetError, match=r"items.jsonl, line 2: .*ticket"):
+        batch.prepare(Ticket, dataset, tmp_path / "job", model="m")
+    assert not list((tmp_path / "job").glob("round-1/*.jsonl"))

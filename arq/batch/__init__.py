@@ -6,8 +6,10 @@ from arq import batch
 batch.prepare(Reply, "items.jsonl", "job/", model="gpt-4.1-mini")  # job/round-1/input-*.jsonl
 # ... the engine answers job/round-1/input-000.jsonl into output.jsonl (and errors.jsonl)
 summary = batch.ingest("job/", ["output.jsonl", "errors.jsonl"])    # job/round-2/... if any
-# or, against any OpenAI-compatible server:
+# or, against any OpenAI-compatible server (or `backend=` the embedded model):
 batch.loop("job/", base_url="http://127.0.0.1:8000/v1")
+# or through the OpenAI Batch API (`submit`, `status`, `fetch` one step at a time):
+batch.loop("job/", batch_api=True)
 ```
 
 Every answer is checked step by step with the schema's checks; a failed step gets the

@@ -20,7 +20,7 @@ from arq.batch.index import DiskIndex
 from arq.batch.items import ItemState, steering
 from arq.batch.manifest import Job, Manifest, Round, Settings, job_tag, schema_fingerprint
 from arq.batch.requests import RequestMaker, request_line
-from arq.errors import BatchError, DatasetError
+from arq.errors import BatchError, ContextError, DatasetError
 from arq.eval.datasets import parse_item
 from arq.schema import Reasoning
 
@@ -74,7 +74,8 @@ def prepare(
 
     Raises:
         BatchError: `out` holds another job.
-        DatasetError: the dataset is missing or an item is malformed or repeats an id.
+        DatasetError: the dataset is missing, or an item is malformed, repeats an id, or
+            lacks a context key the schema's checks read.
     """
     folder = Path(out)
     settings = Settings(
@@ -130,7 +131,10 @@ def prepare(
             item = parse_item(data, str(number), where)
             if not ids.add(item["id"]):
                 raise DatasetError(f"{where}: the id {item['id']!r} is used twice")
-            request, body = maker.first(item["context"])
+            try:
+                request, body = maker.first(item["context"])
+            except ContextError as error:
+                raise DatasetError(f"{where}: {error}") from None
             state = ItemState(
                 id=item["id"],
                 hash=_item_hash(data),
