@@ -118,3 +118,14 @@ def test_cancel_and_unknown_routes(client: openai.OpenAI, tmp_path: Path) -> Non
     assert client.batches.cancel(batch_id).status == "cancelled"
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch-missing")
+
+
+def test_reset_forgets_files_and_batches(
+    tmp_path: Path, server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    folder = prepared(tmp_path, 2)
+    submit(client, folder / "round-1" / "input-000.jsonl")
+    server.batches.outcome = "expired"
+    server.reset()
+    fresh = server.batches
+    assert (fresh.files, fresh.batches, fresh.outcome) == ({}, {}, "completed")

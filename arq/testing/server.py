@@ -109,11 +109,12 @@ class FakeOpenAIServer:
             self._script.extend(checked)
 
     def reset(self) -> None:
-        """Forget the queue, the received requests and the responder."""
+        """Forget the queue, the received requests, the responder, the files and batches."""
         with self._lock:
             self._script.clear()
             self._requests.clear()
         self.responder = None
+        self.batches = BatchAPI(self.model)
 
     def start(self, timeout: float = 5.0) -> FakeOpenAIServer:
         """Bind a free port on 127.0.0.1; returns once the server accepts connections."""
