@@ -13,6 +13,7 @@ ArqError
 ├── UsageError             bad input to the `arq` command (user)
 ├── DatasetError           an evaluation dataset item is malformed (user; also a ValueError)
 ├── ModelNotFoundError     no GGUF model file for the local backend (also a FileNotFoundError)
+├── BatchError             a batch folder or results file that does not fit the job (user)
 ├── BackendError           the model service failed (status, retryable, retry_after, ...)
 ├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
 ├── InternalError          an unexpected exception in arq or a backend (a bug: please report)
@@ -41,6 +42,7 @@ __all__ = [
     "ArqError",
     "AssertionFailed",
     "BackendError",
+    "BatchError",
     "CassetteMismatch",
     "ContextError",
     "ConvergenceError",
@@ -114,6 +116,16 @@ class DatasetError(ArqError, ValueError):
 class ModelNotFoundError(ArqError, FileNotFoundError):
     """No GGUF model file: the path given (or in `ARQ_MODEL`) is missing, or none is set
     and the default model package is not installed."""
+
+
+class BatchError(ArqError):
+    """A batch folder or an engine's results file that does not fit the job: results of
+    another round or another job (schema, settings), a folder prepared for something else,
+    a step its manifest's state rules out. `path` names the file, when there is one."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 class InvalidArgumentError(ArqError, ValueError, TypeError):

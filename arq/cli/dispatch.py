@@ -6,6 +6,7 @@
     arq lint SCHEMA [--dialect openai-strict|json-schema]
     arq export SCHEMA [--dialect ...] [--steps a,b]
     arq eval SCHEMA DATASET --scorers SPEC [--strategies a,b] [--repeats K] [--out DIR]
+    arq batch prepare|run|ingest|loop ...
 
 Each subcommand is a module of `arq.cli` that declares its arguments (`add_arguments`) and
 runs (`command`). SCHEMA is `package.module:Class`, `path/to/file.py:Class` or a stock
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, TextIO
 
+import arq.cli.batch as batch
 import arq.cli.eval as evaluation
 import arq.cli.export as export
 import arq.cli.lint as lint
@@ -53,6 +55,7 @@ COMMANDS: dict[str, _Command] = {
     "lint": lint,
     "export": export,
     "eval": evaluation,
+    "batch": batch,
 }
 # the model failed to give a valid answer (exit 1), as opposed to bad input (exit 2)
 _RUN_FAILURES = (OutputError, BackendError, DeadlineExceededError)
@@ -136,6 +139,7 @@ def _parser(streams: tuple[TextIO, TextIO]) -> _Parser:
         sub: _Parser = commands.add_parser(
             name, help=command.HELP, description=command.HELP, streams=streams
         )
-        sub.add_argument("schema", metavar="SCHEMA", help="module:Class, file.py:Class or name")
+        if getattr(command, "SCHEMA", True):  # a command with steps takes its own
+            sub.add_argument("schema", metavar="SCHEMA", help="module:Class, file.py:Class or name")
         command.add_arguments(sub)
     return parser
