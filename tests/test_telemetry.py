@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from arq.errors import ConvergenceError, InvalidArgumentError
 from arq.retry import RetryPolicy
 from arq.telemetry import Telemetry, capture_mode
 from arq.testing import FakeOpenAIServer, Reply, ScriptedBackend, Status, Usage
+from tests.bench_scripts import bench_script
 
 
 class Ticket(Reasoning):
@@ -612,3 +614,33 @@ def test_the_global_providers_by_default() -> None:
 def test_without_opentelemetry_a_run_is_as_before() -> None:
     out = _python(_NO_OTEL + _SCHEMA + _WITHOUT)
     assert out.splitlines() == ["A-1234 1 None", "[]"]
+
+
+# --- the bench scripts ---------------------------------------------------------------------
+
+
+def test_the_overhead_bench_replays_the_telemetry_of_a_run(recorded: Recorded) -> None:
+    overhead = bench_script("telemetry_overhead", "loopback")
+    with scripted(recorded, enabled=False) as executor:
+        result = executor.run(Ticket, CONTEXT)
+    seconds = overhead.replay(recorded.telemetry(), result, 3)
+    assert seconds > 0
+    assert [s.name for s in recorded.spans()].count("arq.run Ticket") == 3
+    assert len(recorded.named("chat")) == 6
+
+
+def test_the_waterfall_is_drawn_from_exported_spans(recorded: Recorded, tmp_path: Path) -> None:
+    waterfall = bench_script("telemetry_waterfall")
+    tracer = recorded.tracer_provider.get_tracer("test")
+    with scripted(recorded) as executor, tracer.start_as_current_span("POST /support/reply"):
+        executor.run(Ticket, CONTEXT)
+    out = tmp_path / "waterfall.png"
+    waterfall.draw(recorded.spans(), out, 0)
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_how_to_example_runs_as_shown(tmp_path: Path) -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "telemetry.md"
+    code = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)[0]
+    expected = [c.split("  # ")[-1] for c in code.splitlines() if c.startswith("print(")]
+    assert _python(code).splitlines() == expected

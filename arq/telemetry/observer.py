@@ -165,7 +165,8 @@ class RunObserver:
     def call_ended(self, attempt: Attempt, settings: Settings, error: BaseException | None) -> None:
         """Record one model call from its `Attempt`, once it has ended (with `error`)."""
         end = time.time_ns()
-        start = end - int(attempt.elapsed * 1e9)
+        # the call's own clock is the event loop's: its start is never before the run's
+        start = max(end - int(attempt.elapsed * 1e9), self.started)
         if self.first_step is None:
             accepted = next((s for s in attempt.steps if s.error is None), None)
             if accepted is not None:
@@ -242,8 +243,9 @@ class RunObserver:
             attributes: dict[str, AttributeValue] = {
                 "arq.step": record.name,
                 "arq.step.elapsed": record.elapsed,
-                "arq.call.number": attempt.number,
             }
+            if span is self.span:  # no call spans: the run span says which call it was
+                attributes["arq.call.number"] = attempt.number
             name = "arq.step.accepted"
             if record.error is not None:
                 name = "arq.step.failed"
