@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -29,7 +30,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from arq import Executor, Reasoning, answer, query
 from arq.backends import OpenAIBackend
 from arq.checks import verbatim_in
-from arq.errors import ConvergenceError, InvalidArgumentError
+from arq.errors import ConvergenceError, DeadlineExceededError, InvalidArgumentError
+from arq.events import StepAccepted
 from arq.retry import RetryPolicy
 from arq.telemetry import Telemetry, capture_mode
 from arq.testing import FakeOpenAIServer, Reply, ScriptedBackend, Status, Usage
@@ -338,6 +340,42 @@ def test_a_run_that_fails_is_an_error_span_with_its_error_type(recorded: Recorde
     assert run.status.status_code == StatusCode.ERROR
     (runs,) = recorded.points("arq.runs")
     assert dict(runs.attributes)["arq.outcome"] == "ConvergenceError"
+
+
+def test_a_deadline_mid_stream_ends_both_spans_with_its_error(
+    recorded: Recorded, server: FakeOpenAIServer
+) -> None:
+    slow = Reply(FIRST, tokens_per_second=20)
+    executor = over_http(server, slow, telemetry=recorded.telemetry(), deadline=0.3)
+    with executor, pytest.raises(DeadlineExceededError):
+        executor.run(Ticket, CONTEXT)
+    (call,) = recorded.named("chat")
+    (run,) = recorded.named("arq.run")
+    assert attrs(call)["error.type"] == attrs(run)["error.type"] == "DeadlineExceededError"
+    assert call.status.status_code == run.status.status_code == StatusCode.ERROR
+    assert "deadline" in (run.status.description or "")
+
+
+def test_an_abandoned_stream_ends_its_spans_as_cancelled(
+    recorded: Recorded, server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracer = recorded.tracer_provider.get_tracer("test")
+    slow = Reply(FIRST, tokens_per_second=40)
+
+    async def go() -> None:
+        async with over_http(server, slow, telemetry=recorded.telemetry()) as executor:
+            with tracer.start_as_current_span("handler"):
+                async for event in executor.stream(Ticket, CONTEXT):
+                    if isinstance(event, StepAccepted):
+                        break  # the caller leaves after the first step
+            assert trace.get_current_span().get_span_context().is_valid is False
+
+    asyncio.run(go())
+    (run,) = recorded.named("arq.run")
+    (call,) = recorded.named("chat")
+    assert attrs(run)["arq.outcome"] == attrs(call)["error.type"] == "cancelled"
+    assert [e.name for e in call.events] == ["arq.step.accepted"]
+    assert caplog.records == []  # no "Failed to detach context"
 
 
 # --- content ---------------------------------------------------------------------------

@@ -73,13 +73,9 @@ class RunLoop(Generic[SchemaT]):
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Run to a valid output, yielding events as they happen."""
-        self.observer = self.config.telemetry.observe(self.schema, self.config.backend)
-        if self.observer is None:
-            async with aclosing(self._events()) as events:
-                async for event in events:
-                    yield event
-            return
-        self.observer.attach()
+        observer = self.observer = self.config.telemetry.observe(self.schema, self.config.backend)
+        if observer is not None:
+            observer.attach()
         error: BaseException | None = None
         try:
             async with aclosing(self._events()) as events:
@@ -89,7 +85,8 @@ class RunLoop(Generic[SchemaT]):
             error = exc
             raise
         finally:
-            self.observer.finish(self.trace, self.checker.accepted, error)
+            if observer is not None:
+                observer.finish(self.trace, self.checker.accepted, error)
 
     async def _events(self) -> AsyncGenerator[Event, None]:
         if self.config.deadline is not None:
@@ -146,18 +143,20 @@ class RunLoop(Generic[SchemaT]):
                     if any(name in self.checker.raw for name in request.steps):
                         request = self._next_request(base, None)  # resume after kept steps
                 first = False
+                observer = self.observer
                 calls = (
                     self._call(request, kind)
-                    if self.observer is None
-                    else self._observed(request, kind)
+                    if observer is None
+                    else self._observed(observer, request, kind)
                 )
                 async with aclosing(calls):
                     async for event in calls:
                         yield event
 
-    async def _observed(self, request: Request, kind: AttemptKind) -> AsyncGenerator[Event, None]:
-        """`_call`, recorded by the observer once the call has ended."""
-        assert self.observer is not None
+    async def _observed(
+        self, observer: RunObserver, request: Request, kind: AttemptKind
+    ) -> AsyncGenerator[Event, None]:
+        """`_call`, recorded by `observer` once the call has ended."""
         calls = len(self.trace.attempts)
         error: BaseException | None = None
         try:
@@ -171,13 +170,7 @@ class RunLoop(Generic[SchemaT]):
             if len(self.trace.attempts) > calls:  # the call started
                 attempt = self.trace.attempts[-1]
                 settings = self.config.settings_for(attempt.kind, attempt.number)
-                self.observer.call_ended(attempt, settings, error)
-
-    def _observe_call(self, error: BaseException | None) -> None:
-        assert self.observer is not None
-        attempt = self.trace.attempts[-1]
-        settings = self.config.settings_for(attempt.kind, attempt.number)
-        self.observer.call_ended(attempt, settings, error)
+                observer.call_ended(attempt, settings, error)
 
     def _retrying(self, error: BackendError, wait: float, number: int) -> None:
         self.pending.append(RetryScheduled(error, wait, len(self.trace.attempts)))
