@@ -682,3 +682,11 @@ def test_the_how_to_example_runs_as_shown(tmp_path: Path) -> None:
     code = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)[0]
     expected = [c.split("  # ")[-1] for c in code.splitlines() if c.startswith("print(")]
     assert _python(code).splitlines() == expected
+
+
+def test_importing_arq_imports_no_opentelemetry_until_a_run_starts() -> None:
+    code = (
+        "import sys, arq, arq.cli, arq.telemetry\n"
+        "print([m for m in sys.modules if m.startswith('opentelemetry')])\n"
+    )
+    assert _python(code).strip() == "[]"
