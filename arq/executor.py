@@ -10,6 +10,7 @@ from the executor's frozen `RunConfig`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import traceback
 import weakref
@@ -39,6 +40,7 @@ from arq.retry import RetryPolicy
 from arq.run.config import RunConfig
 from arq.run.loop import RunLoop
 from arq.schema import Reasoning
+from arq.telemetry import Telemetry
 from arq.trace import Result, redact
 
 __all__ = ["Executor"]
@@ -75,6 +77,10 @@ class Executor:
         idle_timeout: Seconds of silence allowed between two chunks of a stream; a silent
             stream is closed and the call retried.
         concurrency: Runs at once in `map` / `amap` unless given there.
+        telemetry: What the runs report to OpenTelemetry, when it is installed: spans of
+            each run and model call, and metrics (`arq.telemetry.Telemetry`; None: the
+            global providers, no message content). `Telemetry(enabled=False)` records
+            nothing.
 
     Raises:
         InvalidArgumentError: `backend` does not implement `arq.backends.Backend`, or a
@@ -95,6 +101,7 @@ class Executor:
         deadline: float | None = None,
         idle_timeout: float | None = 60.0,
         concurrency: int = 8,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = RunConfig(
             backend,
@@ -105,6 +112,7 @@ class Executor:
             repair_temperature=temperature if repair_temperature is None else repair_temperature,
             deadline=deadline,
             idle_timeout=idle_timeout,
+            telemetry=Telemetry() if telemetry is None else telemetry,
         )
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
@@ -372,7 +380,9 @@ class _LoopThread:
             if self.closed:
                 coroutine.close()
                 raise StateError(_CLOSED)
-            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
+            # the caller's context (its current span, ...) goes with the call to the loop
+            within = _within(contextvars.copy_context(), coroutine)
+            future: Future[T] = asyncio.run_coroutine_threadsafe(within, self._start())
         try:
             return future.result()
         except CancelledError:
@@ -415,6 +425,17 @@ class _LoopThread:
 
 _CLOSED = "this Executor is closed; make a new one"
 _SHUTDOWN_WAIT = 10.0  # seconds a cancelled task may take to end when the executor closes
+
+
+async def _within(context: contextvars.Context, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await `coroutine` in a task that runs in a copy of `context`.
+
+    A task copies the context current when it is created; `create_task(context=...)`
+    needs Python 3.11, so the task is created inside `context.run`. Cancelling this
+    coroutine's task cancels the inner one.
+    """
+    task: asyncio.Task[T] = context.run(asyncio.ensure_future, coroutine)
+    return await task
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

@@ -34,6 +34,7 @@ import arq.cli.validate as validate
 from arq import __version__
 from arq.cli.output import fail
 from arq.errors import ArqError, BackendError, DeadlineExceededError, OutputError, UsageError
+from arq.telemetry.export import exporting
 
 __all__ = ["cli", "main"]
 
@@ -57,6 +58,8 @@ COMMANDS: dict[str, _Command] = {
     "eval": evaluation,
     "batch": batch,
 }
+_MODEL_COMMANDS = ("run", "eval")  # the commands that call a model
+
 # the model failed to give a valid answer (exit 1), as opposed to bad input (exit 2)
 _RUN_FAILURES = (OutputError, BackendError, DeadlineExceededError)
 
@@ -85,6 +88,9 @@ def cli(
     parser = _parser((out, err))
     try:
         args = parser.parse_args(None if argv is None else list(argv))
+        if args.command in _MODEL_COMMANDS:
+            with exporting(err):  # spans and metrics, when OTEL_*_EXPORTER asks for them
+                return COMMANDS[args.command].command(args, out, err)
         return COMMANDS[args.command].command(args, out, err)
     except _ParserExit as done:
         return done.status

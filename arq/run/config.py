@@ -8,6 +8,7 @@ from arq.backends.base import Backend, Settings
 from arq.errors import InvalidArgumentError
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
+from arq.telemetry import Telemetry
 from arq.trace import AttemptKind
 
 __all__ = ["RunConfig"]
@@ -26,6 +27,7 @@ class RunConfig:
         repair_temperature: Temperature of the step a repair redoes (None: the backend's).
         deadline: Seconds a whole run may take, retries and repairs included.
         idle_timeout: Seconds of silence allowed between two chunks of a stream.
+        telemetry: What the runs report to OpenTelemetry (`arq.telemetry.Telemetry`).
 
     Raises:
         InvalidArgumentError: `backend` does not implement `arq.backends.Backend`, or a
@@ -40,6 +42,7 @@ class RunConfig:
     repair_temperature: float | None = None
     deadline: float | None = None
     idle_timeout: float | None = 60.0
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, Backend):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -33,6 +34,9 @@ from arq.run.stream import StreamReader, read_call
 from arq.schema import Reasoning
 from arq.trace import Attempt, AttemptKind, Result, Trace
 from arq.validation import StepChecker
+
+if TYPE_CHECKING:
+    from arq.telemetry.observer import RunObserver
 
 __all__ = ["RunLoop"]
 
@@ -65,9 +69,26 @@ class RunLoop(Generic[SchemaT]):
         self.trace = Trace(schema=schema.__name__, model=config.backend.name)
         self.deadline: float | None = None  # when the run's deadline passes, in loop time
         self.pending: list[Event] = []  # retries scheduled, yielded when the next call starts
+        self.observer: RunObserver | None = None  # OpenTelemetry's view of the run, if on
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Run to a valid output, yielding events as they happen."""
+        observer = self.observer = self.config.telemetry.observe(self.schema, self.config.backend)
+        if observer is not None:
+            observer.attach()
+        error: BaseException | None = None
+        try:
+            async with aclosing(self._events()) as events:
+                async for event in events:
+                    yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if observer is not None:
+                observer.finish(self.trace, self.checker.accepted, error)
+
+    async def _events(self) -> AsyncGenerator[Event, None]:
         if self.config.deadline is not None:
             self.deadline = asyncio.get_running_loop().time() + self.config.deadline
         base = self.config.builder.build(self.schema, self.context, examples=self.examples)
@@ -88,6 +109,8 @@ class RunLoop(Generic[SchemaT]):
                 request, kind = self._next_request(base, error), "repair"
                 yield RepairStarted(step, len(self.trace.attempts) + 1, str(error))
                 continue
+            if self.observer is not None:
+                self.observer.ok = True
             yield OutputAccepted(Result(output, self.trace))
             return
 
@@ -120,8 +143,34 @@ class RunLoop(Generic[SchemaT]):
                     if any(name in self.checker.raw for name in request.steps):
                         request = self._next_request(base, None)  # resume after kept steps
                 first = False
-                async for event in self._call(request, kind):
+                observer = self.observer
+                calls = (
+                    self._call(request, kind)
+                    if observer is None
+                    else self._observed(observer, request, kind)
+                )
+                async with aclosing(calls):
+                    async for event in calls:
+                        yield event
+
+    async def _observed(
+        self, observer: RunObserver, request: Request, kind: AttemptKind
+    ) -> AsyncGenerator[Event, None]:
+        """`_call`, recorded by `observer` once the call has ended."""
+        calls = len(self.trace.attempts)
+        error: BaseException | None = None
+        try:
+            async with aclosing(self._call(request, kind)) as events:
+                async for event in events:
                     yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if len(self.trace.attempts) > calls:  # the call started
+                attempt = self.trace.attempts[-1]
+                settings = self.config.settings_for(attempt.kind, attempt.number)
+                observer.call_ended(attempt, settings, error)
 
     def _retrying(self, error: BackendError, wait: float, number: int) -> None:
         self.pending.append(RetryScheduled(error, wait, len(self.trace.attempts)))

@@ -44,6 +44,11 @@ class ScriptedBackend:
         name: The model name traces show.
     """
 
+    provider_name = "arq.scripted"
+    """`gen_ai.provider.name` of its calls in OpenTelemetry spans."""
+    in_process = True
+    """No service is called: its call spans are INTERNAL, not CLIENT."""
+
     def __init__(
         self,
         *replies: ScriptedReply,
