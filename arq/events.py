@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from arq.errors import BackendError, OutputError
 from arq.schema import Reasoning
@@ -41,11 +41,17 @@ class StepFailed:
 
 @dataclass(frozen=True, slots=True)
 class RepairStarted:
-    """A repair call starts from `step`, keeping the steps accepted before it."""
+    """A repair call starts from `step`, keeping the steps accepted before it.
+
+    `kind` is "continuation" when the earlier answer was cut at its token limit inside
+    `step` (a `StepFailed` with a `TruncatedOutputError` comes before it), "repair" when
+    it failed there.
+    """
 
     step: str
     attempt: int
     reason: str
+    kind: Literal["repair", "continuation"] = "repair"
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,8 @@ class Executor:
             backend can change it within an answer (the embedded model); a service that
             takes one temperature per answer samples the whole repair at this one.
         max_tokens: Output token limit of each call (None: the server's).
+        continuation_max_tokens: Output token limit of a call that continues an answer
+            cut at `max_tokens` after some steps were accepted (None: twice `max_tokens`).
         seed: Sampling seed, where the server honours one.
         deadline: Seconds a whole run may take, retries and repairs included.
         idle_timeout: Seconds of silence allowed between two chunks of a stream; a silent
@@ -91,6 +93,7 @@ class Executor:
         temperature: float | None = None,
         repair_temperature: float | None = None,
         max_tokens: int | None = None,
+        continuation_max_tokens: int | None = None,
         seed: int | None = None,
         deadline: float | None = None,
         idle_timeout: float | None = 60.0,
@@ -105,6 +108,7 @@ class Executor:
             repair_temperature=temperature if repair_temperature is None else repair_temperature,
             deadline=deadline,
             idle_timeout=idle_timeout,
+            continuation_max_tokens=continuation_max_tokens,
         )
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")

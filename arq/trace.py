@@ -46,8 +46,9 @@ __all__ = [
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
 
-AttemptKind = Literal["first", "repair", "retry"]
-"""Why a call was made: the first call, a repair after an output error, or a retry after a
+AttemptKind = Literal["first", "repair", "continuation", "retry"]
+"""Why a call was made: the first call, a repair after an output error, a continuation of
+an answer cut at its token limit (from the step it was cut in), or a retry after a
 transport error (which resumes after the steps already accepted)."""
 
 _SECRETS = re.compile(
@@ -253,8 +254,9 @@ class Trace:
 
     @property
     def repairs(self) -> int:
-        """Calls made to repair an output error."""
-        return sum(1 for a in self.attempts if a.kind == "repair")
+        """Calls that spent the repair budget: repairs of an output error and
+        continuations of an answer cut at its token limit."""
+        return sum(1 for a in self.attempts if a.kind in ("repair", "continuation"))
 
     def to_jsonl(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
         """Write one JSON line per call (with the schema and model names), secrets redacted.

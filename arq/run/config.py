@@ -26,6 +26,9 @@ class RunConfig:
         repair_temperature: Temperature of the step a repair redoes (None: the backend's).
         deadline: Seconds a whole run may take, retries and repairs included.
         idle_timeout: Seconds of silence allowed between two chunks of a stream.
+        continuation_max_tokens: Output token limit of a call that continues an answer cut
+            at `settings.max_tokens` (None: twice that limit, or the backend's own when
+            there is none).
 
     Raises:
         InvalidArgumentError: `backend` does not implement `arq.backends.Backend`, or a
@@ -40,6 +43,7 @@ class RunConfig:
     repair_temperature: float | None = None
     deadline: float | None = None
     idle_timeout: float | None = 60.0
+    continuation_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, Backend):
@@ -54,13 +58,31 @@ class RunConfig:
         max_tokens = self.settings.max_tokens
         if max_tokens is not None and max_tokens < 1:
             raise InvalidArgumentError(f"max_tokens must be at least 1, not {max_tokens}")
+        more = self.continuation_max_tokens
+        if more is not None and more < max(max_tokens or 1, 1):
+            raise InvalidArgumentError(
+                f"continuation_max_tokens must be at least max_tokens ({max_tokens or 1}),"
+                f" not {more}"
+            )
 
     def settings_for(self, kind: AttemptKind, number: int) -> Settings:
         """The settings of call `number`: the first call's as they are; a later call's
         with the seed moved on, and its first step (the one a repair redoes) sampled at
-        `repair_temperature`."""
+        `repair_temperature`; a continuation's with the first call's temperatures and
+        `continuation_max_tokens` (the step it redoes was cut, it did not fail)."""
         settings = self.settings
         if kind == "first":
             return settings
         seed = None if settings.seed is None else settings.seed + number - 1
+        if kind == "continuation":
+            return replace(settings, max_tokens=self.continuation_tokens, seed=seed)
         return replace(settings, first_step_temperature=self.repair_temperature, seed=seed)
+
+    @property
+    def continuation_tokens(self) -> int | None:
+        """The output token limit of a continuation: `continuation_max_tokens`, or twice
+        `max_tokens`, or None (the backend's) when neither is set."""
+        if self.continuation_max_tokens is not None:
+            return self.continuation_max_tokens
+        limit = self.settings.max_tokens
+        return None if limit is None else 2 * limit

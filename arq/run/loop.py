@@ -5,8 +5,10 @@ model's answer through a `StreamReader` (`arq.run.stream`), which checks every s
 it completes; the first failure stops reading (the stream is closed, so no tokens are
 paid for text that would be thrown away). What happens next is the repair policy's
 (`arq.repair.Repairs`): which step to redo, whether the run is stuck or out of repairs,
-and the plan of the next request, which the prompt builder renders. Two budgets never
-mix: `max_repairs` for output errors, the `RetryPolicy` for transport errors.
+and the plan of the next request, which the prompt builder renders. An answer cut at its
+token limit after accepted steps is continued from the step it was cut in, on the same
+budget. Two budgets never mix: `max_repairs` for output errors, the `RetryPolicy` for
+transport errors.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from arq.errors import (
     OutputError,
     OutputParseError,
     StepError,
+    TruncatedOutputError,
 )
 from arq.events import Event, OutputAccepted, RepairStarted, RetryScheduled, StepFailed
 from arq.prompt import Request
@@ -88,8 +91,32 @@ class RunLoop(Generic[SchemaT]):
                 request, kind = self._next_request(base, error), "repair"
                 yield RepairStarted(step, len(self.trace.attempts) + 1, str(error))
                 continue
+            except TruncatedOutputError as error:
+                step = self._continuation_step(base, error)
+                yield StepFailed(step, error, len(self.trace.attempts))
+                request, kind = self._next_request(base, error), "continuation"
+                number = len(self.trace.attempts) + 1
+                yield RepairStarted(step, number, str(error), kind="continuation")
+                continue
             yield OutputAccepted(Result(output, self.trace))
             return
+
+    def _continuation_step(self, base: Request, error: TruncatedOutputError) -> str:
+        """The step to continue an answer cut at its token limit from (the first one not
+        accepted); `error`, or one saying why, when it cannot be continued."""
+        accepted = self.checker.accepted
+        step = next((name for name in base.steps if name not in accepted), None)
+        if step is None:
+            raise error
+        why = self.repairs.record_cut(step, accepted)
+        if why is not None:
+            if not accepted:
+                raise error
+            raise TruncatedOutputError(
+                f"{error}; not continued: {why}", partial=error.partial, position=error.position
+            ) from None
+        self.checker.rollback(step)
+        return step
 
     def _next_request(self, base: Request, failure: OutputError | None) -> Request:
         """The request that goes on from the accepted steps, after `failure` (None: after
