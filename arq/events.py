@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from arq.errors import BackendError, OutputError
+from arq.outcome import Unconverged
 from arq.schema import Reasoning
 from arq.trace import Result
 
 __all__ = [
     "OutputAccepted",
+    "OutputNotConverged",
     "Event",
     "RepairStarted",
     "RetryScheduled",
@@ -70,5 +72,20 @@ class OutputAccepted(Generic[SchemaT]):
     result: Result[SchemaT]
 
 
-Event: TypeAlias = StepAccepted | StepFailed | RepairStarted | RetryScheduled | OutputAccepted[Any]
+@dataclass(frozen=True, slots=True)
+class OutputNotConverged(Generic[SchemaT]):
+    """Repairs did not converge and the executor returns what the run has
+    (`Executor(unconverged="return")`); never sent otherwise."""
+
+    unconverged: Unconverged[SchemaT]
+
+
+Event: TypeAlias = (
+    StepAccepted
+    | StepFailed
+    | RepairStarted
+    | RetryScheduled
+    | OutputAccepted[Any]
+    | OutputNotConverged[Any]
+)
 """Any event `Executor.stream` yields."""

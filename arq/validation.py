@@ -31,7 +31,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
 
 from arq.checks import CrossCheck
-from arq.errors import NO_VALUE, SchemaError, StepError
+from arq.errors import NO_VALUE, InvalidArgumentError, SchemaError, StepError
+from arq.outcome import Unconverged
 from arq.schema import Reasoning, Step, _cached, cross_checks, steps
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -368,7 +369,22 @@ def budget_error(step: Step, limit: int) -> StepError:
 def validate_output(
     schema: type[SchemaT], output: Mapping[str, Any], *, context: Mapping[str, Any] | None = None
 ) -> SchemaT:
-    """Validate a whole recorded output step by step; the first failure raises `StepError`."""
+    """Validate a whole recorded output step by step; the first failure raises `StepError`.
+
+    Raises:
+        StepError: A step failed its checks.
+        InvalidArgumentError: `output` is not a mapping of step values (an
+            `arq.Unconverged` is refused: a run that did not converge has no output).
+    """
+    if isinstance(output, Unconverged):
+        raise InvalidArgumentError(
+            f"this {schema.__name__} run did not converge ({output.reason}): it has no"
+            " validated output to check"
+        )
+    if not isinstance(output, Mapping):
+        raise InvalidArgumentError(
+            f"validate_output takes a mapping of step values, not {type(output).__name__}"
+        )
     checker = StepChecker(schema, context=context)
     for name, value in output.items():
         if name not in checker._steps:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from arq.backends.base import Backend, Settings
 from arq.errors import InvalidArgumentError
+from arq.outcome import UnconvergedPolicy
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
 from arq.trace import AttemptKind
@@ -26,6 +27,8 @@ class RunConfig:
         repair_temperature: Temperature of the step a repair redoes (None: the backend's).
         deadline: Seconds a whole run may take, retries and repairs included.
         idle_timeout: Seconds of silence allowed between two chunks of a stream.
+        unconverged: When repairs do not converge: "raise" `ConvergenceError`, or "return"
+            an `arq.outcome.Unconverged`.
         continuation_max_tokens: Output token limit of a call that continues an answer cut
             at `settings.max_tokens` (None: twice that limit, or the backend's own when
             there is none).
@@ -44,11 +47,16 @@ class RunConfig:
     deadline: float | None = None
     idle_timeout: float | None = 60.0
     continuation_max_tokens: int | None = None
+    unconverged: UnconvergedPolicy = "raise"
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, Backend):
             raise InvalidArgumentError(
                 f"backend must implement arq.backends.Backend, not {self.backend!r}"
+            )
+        if self.unconverged not in ("raise", "return"):
+            raise InvalidArgumentError(
+                f'unconverged must be "raise" or "return", not {self.unconverged!r}'
             )
         if self.max_repairs < 0:
             raise InvalidArgumentError(f"max_repairs must not be negative, not {self.max_repairs}")

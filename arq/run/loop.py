@@ -28,7 +28,15 @@ from arq.errors import (
     StepError,
     TruncatedOutputError,
 )
-from arq.events import Event, OutputAccepted, RepairStarted, RetryScheduled, StepFailed
+from arq.events import (
+    Event,
+    OutputAccepted,
+    OutputNotConverged,
+    RepairStarted,
+    RetryScheduled,
+    StepFailed,
+)
+from arq.outcome import Unconverged, unconverged
 from arq.prompt import Request
 from arq.repair import Repairs
 from arq.run.config import RunConfig
@@ -85,6 +93,10 @@ class RunLoop(Generic[SchemaT]):
                 step = self.repairs.step_to_redo(error, self.checker.accepted)
                 yield StepFailed(step, error, len(self.trace.attempts))
                 stop = self.repairs.record(error, step)
+                if stop is not None and self.config.unconverged == "return":
+                    self.checker.rollback(step)
+                    yield OutputNotConverged(self._unconverged(error, stop))
+                    return
                 if stop is not None:
                     raise self._not_converging(error, stop) from error
                 self.checker.rollback(step)
@@ -171,6 +183,11 @@ class RunLoop(Generic[SchemaT]):
             deadline=config.deadline,
             deadline_at=self.deadline,
         )
+
+    def _unconverged(self, error: OutputError, message: str) -> Unconverged[SchemaT]:
+        """What the run has, when its repairs did not converge (the "return" policy)."""
+        accepted = dict(self.checker.accepted)
+        return unconverged(self.schema, accepted, self.trace, reason=message, last_error=error)
 
     def _not_converging(self, error: OutputError, message: str) -> ConvergenceError:
         return ConvergenceError(
