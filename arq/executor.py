@@ -83,6 +83,9 @@ class Executor(Generic[PolicyT]):
         idle_timeout: Seconds of silence allowed between two chunks of a stream; a silent
             stream is closed and the call retried.
         concurrency: Runs at once in `map` / `amap` unless given there.
+        advisory_repairs: Repairs allowed per advisory check (`arq.check(...,
+            advisory=True)`), apart from `max_repairs`; after them its failures are
+            recorded on the result (`Result.advisories`) and the run goes on.
         unconverged: When repairs do not converge: "raise" `ConvergenceError` (the
             default), or "return" an `arq.Unconverged` (accepted steps, the last value of
             each other step and the checks it failed), which is not a `Result`.
@@ -107,6 +110,7 @@ class Executor(Generic[PolicyT]):
         deadline: float | None = None,
         idle_timeout: float | None = 60.0,
         concurrency: int = 8,
+        advisory_repairs: int = 1,
         unconverged: PolicyT = "raise",  # type: ignore[assignment]  # the TypeVar's default
     ) -> None:
         self.config = RunConfig(
@@ -120,6 +124,7 @@ class Executor(Generic[PolicyT]):
             idle_timeout=idle_timeout,
             continuation_max_tokens=continuation_max_tokens,
             unconverged=unconverged,
+            advisory_repairs=advisory_repairs,
         )
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")

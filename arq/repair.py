@@ -12,6 +12,9 @@ enforces the constraints a repair request carries (`Request.prefill`, `Request.r
 - **When to stop**: the model coming back to a failure it already had (the same step,
   error types and locations, and value) is stuck, so the run stops at once; otherwise it
   stops when `max_repairs` repairs are spent.
+- **Advisory checks** (`@arq.check(..., advisory=True)`) have their own budget,
+  `advisory_repairs` per check, apart from `max_repairs`; once it is spent, the check's
+  failures are let through and recorded (`Repairs.record_advisory`).
 - **An answer cut at its token limit** inside step k, after earlier steps were accepted,
   is continued from k (a continuation spends a repair); cut before any step was accepted,
   or cut again inside the same step, it is not (`Repairs.record_cut`).
@@ -103,14 +106,22 @@ class Repairs:
         schema: The run's reasoning schema.
         context: The run's context, which evidence lines are quoted from.
         max_repairs: Repairs allowed after output errors.
+        advisory_repairs: Repairs allowed per advisory check, apart from `max_repairs`.
     """
 
     def __init__(
-        self, schema: type[Reasoning], context: Mapping[str, Any] | None, *, max_repairs: int
+        self,
+        schema: type[Reasoning],
+        context: Mapping[str, Any] | None,
+        *,
+        max_repairs: int,
+        advisory_repairs: int = 1,
     ) -> None:
         self.schema = schema
         self.context = context
         self.max_repairs = max_repairs
+        self.advisory_repairs = advisory_repairs
+        self.advisory_spent: dict[str, int] = {}  # repairs per advisory check
         self.count = 0  # repairs started
         self.order = [s.name for s in steps(schema)]
         self.rejected: dict[str, list[str]] = {}  # JSON of values each step had rejected
@@ -136,6 +147,16 @@ class Repairs:
         self.count += 1
         self._forget_after(step)
         return None
+
+    def record_advisory(self, error: StepError, step: str) -> bool:
+        """Take in a failure of an advisory check that `step` is redone after (a repair
+        from its own budget): whether that budget is now spent, so that the check's next
+        failure is let through."""
+        check = error.check or ""
+        spent = self.advisory_spent[check] = self.advisory_spent.get(check, 0) + 1
+        self._remember_rejected(error)
+        self._forget_after(step)
+        return spent >= self.advisory_repairs
 
     def record_cut(self, step: str, accepted: Collection[str]) -> str | None:
         """Take in an answer cut at its token limit inside `step`, with the steps in

@@ -27,6 +27,8 @@ class RunConfig:
         repair_temperature: Temperature of the step a repair redoes (None: the backend's).
         deadline: Seconds a whole run may take, retries and repairs included.
         idle_timeout: Seconds of silence allowed between two chunks of a stream.
+        advisory_repairs: Repairs allowed per advisory check, apart from `max_repairs`;
+            then its failures are let through and recorded (`arq.checks.severity`).
         unconverged: When repairs do not converge: "raise" `ConvergenceError`, or "return"
             an `arq.outcome.Unconverged`.
         continuation_max_tokens: Output token limit of a call that continues an answer cut
@@ -48,6 +50,7 @@ class RunConfig:
     idle_timeout: float | None = 60.0
     continuation_max_tokens: int | None = None
     unconverged: UnconvergedPolicy = "raise"
+    advisory_repairs: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, Backend):
@@ -58,8 +61,12 @@ class RunConfig:
             raise InvalidArgumentError(
                 f'unconverged must be "raise" or "return", not {self.unconverged!r}'
             )
-        if self.max_repairs < 0:
-            raise InvalidArgumentError(f"max_repairs must not be negative, not {self.max_repairs}")
+        for name, count in (
+            ("max_repairs", self.max_repairs),
+            ("advisory_repairs", self.advisory_repairs),
+        ):
+            if count < 0:
+                raise InvalidArgumentError(f"{name} must not be negative, not {count}")
         for name, value in (("deadline", self.deadline), ("idle_timeout", self.idle_timeout)):
             if value is not None and value <= 0:
                 raise InvalidArgumentError(f"{name} must be positive seconds or None, not {value}")

@@ -72,7 +72,14 @@ class RunLoop(Generic[SchemaT]):
         self.context = context
         self.examples = examples
         self.checker = StepChecker(schema, context=context)
-        self.repairs = Repairs(schema, context, max_repairs=config.max_repairs)
+        self.repairs = Repairs(
+            schema,
+            context,
+            max_repairs=config.max_repairs,
+            advisory_repairs=config.advisory_repairs,
+        )
+        if config.advisory_repairs == 0:
+            self.checker.waive_advisory()
         self.trace = Trace(schema=schema.__name__, model=config.backend.name)
         self.deadline: float | None = None  # when the run's deadline passes, in loop time
         self.pending: list[Event] = []  # retries scheduled, yielded when the next call starts
@@ -92,7 +99,12 @@ class RunLoop(Generic[SchemaT]):
             except (StepError, OutputParseError) as error:
                 step = self.repairs.step_to_redo(error, self.checker.accepted)
                 yield StepFailed(step, error, len(self.trace.attempts))
-                stop = self.repairs.record(error, step)
+                if isinstance(error, StepError) and self.checker.is_advisory(error.check):
+                    if self.repairs.record_advisory(error, step):
+                        self.checker.waived.add(error.check or "")
+                    stop = None
+                else:
+                    stop = self.repairs.record(error, step)
                 if stop is not None and self.config.unconverged == "return":
                     self.checker.rollback(step)
                     yield OutputNotConverged(self._unconverged(error, stop))
@@ -110,7 +122,8 @@ class RunLoop(Generic[SchemaT]):
                 number = len(self.trace.attempts) + 1
                 yield RepairStarted(step, number, str(error), kind="continuation")
                 continue
-            yield OutputAccepted(Result(output, self.trace))
+            advisories = tuple(self.checker.advisories)
+            yield OutputAccepted(Result(output, self.trace, advisories=advisories))
             return
 
     def _continuation_step(self, base: Request, error: TruncatedOutputError) -> str:
