@@ -10,10 +10,11 @@ so it cannot be read where a validated output is expected: it has no `output`, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
+from arq.checks.severity import AdvisoryFailure
 from arq.errors import OutputError, StepError
 from arq.schema import Reasoning, steps
 from arq.trace import Trace, Usage
@@ -41,6 +42,8 @@ class Unconverged(Generic[SchemaT]):
         reason: Why the run stopped (the message `ConvergenceError` would carry).
         last_error: The final failure.
         trace: Every call made.
+        advisories: Advisory checks that failed on accepted steps once their repairs were
+            spent (`arq.checks.severity`).
         converged: Always False: this is not a validated output.
     """
 
@@ -51,6 +54,7 @@ class Unconverged(Generic[SchemaT]):
     reason: str
     last_error: OutputError
     trace: Trace
+    advisories: tuple[AdvisoryFailure, ...] = ()
     converged: Literal[False] = field(default=False, init=False)
 
     @property
@@ -75,6 +79,7 @@ def unconverged(
     *,
     reason: str,
     last_error: OutputError,
+    advisories: Sequence[AdvisoryFailure] = (),
 ) -> Unconverged[SchemaT]:
     """The `Unconverged` of a run that stopped with `accepted` kept: each other step's last
     value and rejection are read from the trace's step records, latest call first."""
@@ -99,4 +104,5 @@ def unconverged(
         reason,
         last_error,
         trace,
+        tuple(advisories),
     )

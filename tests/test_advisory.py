@@ -121,6 +121,17 @@ def test_an_advisory_failure_is_forgotten_when_its_step_is_redone() -> None:
     assert result.advisories == ()  # the first call's failure went with its step
 
 
+def test_an_unconverged_run_keeps_its_advisory_failures() -> None:
+    bad_order = text({**LOOSE, "order_id": "X-1"})
+    backend = ScriptedBackend(bad_order)
+    executor = arq.Executor(backend, max_repairs=0, advisory_repairs=0, unconverged="return")
+    outcome = executor.run(Decision, CONTEXT)
+    assert isinstance(outcome, arq.Unconverged)
+    assert [a.check for a in outcome.advisories] == ["condition_copied"]
+    assert outcome.accepted == {"condition": LOOSE["condition"], "order_id": "X-1"}
+    assert "a refund needs an order id" in outcome.failures["applies"]
+
+
 def test_the_advisory_budget_is_checked() -> None:
     with pytest.raises(InvalidArgumentError, match="advisory_repairs"):
         RunConfig(ScriptedBackend(), advisory_repairs=-1)

@@ -199,8 +199,15 @@ class RunLoop(Generic[SchemaT]):
 
     def _unconverged(self, error: OutputError, message: str) -> Unconverged[SchemaT]:
         """What the run has, when its repairs did not converge (the "return" policy)."""
-        accepted = dict(self.checker.accepted)
-        return unconverged(self.schema, accepted, self.trace, reason=message, last_error=error)
+        checker = self.checker
+        return unconverged(
+            self.schema,
+            dict(checker.accepted),
+            self.trace,
+            reason=message,
+            last_error=error,
+            advisories=checker.advisories,
+        )
 
     def _not_converging(self, error: OutputError, message: str) -> ConvergenceError:
         return ConvergenceError(
