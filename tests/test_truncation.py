@@ -11,7 +11,7 @@ import pytest
 
 import arq
 from arq.backends import Capabilities, OpenAIBackend, Settings
-from arq.errors import TruncatedOutputError
+from arq.errors import BackendError, TruncatedOutputError
 from arq.events import Event, OutputAccepted, RepairStarted, StepAccepted, StepFailed
 from arq.run.config import RunConfig
 from arq.testing import FakeOpenAIServer, Reply, ScriptedBackend, Truncated
@@ -69,6 +69,20 @@ def test_a_cut_after_accepted_steps_continues_from_the_cut_step() -> None:
     assert continuation.steps == ("team",)
     assert "cut off at the length limit" in continuation.messages[-1]["content"]
     assert [call.settings.max_tokens for call in backend.calls] == [40, 80]
+
+
+def test_a_retried_continuation_keeps_its_token_limit() -> None:
+    dropped = BackendError("the stream broke off", retryable=True)
+    backend = ScriptedBackend(Truncated(CUT_IN_TEAM), dropped, TEAM_ONLY)
+    retry = arq.RetryPolicy(sleep=_no_wait)
+    result = arq.Executor(backend, max_tokens=40, retry=retry).run(Order, CONTEXT)
+    assert result.output.team == "tech"
+    assert [a.kind for a in result.trace.attempts] == ["first", "continuation", "retry"]
+    assert [call.settings.max_tokens for call in backend.calls] == [40, 80, 80]
+
+
+async def _no_wait(seconds: float) -> None:
+    pass
 
 
 def test_a_prefill_backend_continues_inside_the_kept_json() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -159,6 +160,7 @@ class RunLoop(Generic[SchemaT]):
         self, base: Request, request: Request, kind: AttemptKind
     ) -> AsyncGenerator[Event, None]:
         retrying = self.config.retry.retrying(deadline=self.deadline, before_sleep=self._retrying)
+        limit = self.config.settings_for(kind, 1).max_tokens  # a retry keeps the call's limit
         first = True
         async for attempt in retrying:
             with attempt:
@@ -172,13 +174,15 @@ class RunLoop(Generic[SchemaT]):
                     if any(name in self.checker.raw for name in request.steps):
                         request = self._next_request(base, None)  # resume after kept steps
                 first = False
-                async for event in self._call(request, kind):
+                async for event in self._call(request, kind, limit):
                     yield event
 
     def _retrying(self, error: BackendError, wait: float, number: int) -> None:
         self.pending.append(RetryScheduled(error, wait, len(self.trace.attempts)))
 
-    def _call(self, request: Request, kind: AttemptKind) -> AsyncGenerator[Event, None]:
+    def _call(
+        self, request: Request, kind: AttemptKind, max_tokens: int | None
+    ) -> AsyncGenerator[Event, None]:
         """Start one call: its attempt joins the trace, and its events are read as they come."""
         config = self.config
         loop = asyncio.get_running_loop()
@@ -188,7 +192,8 @@ class RunLoop(Generic[SchemaT]):
         self.trace.attempts.append(attempt)
         tolerant = config.backend.capabilities.output == "prompt"
         reader = StreamReader(request, attempt, self.checker, tolerant=tolerant)
-        chunks = config.backend.stream(request, config.settings_for(kind, attempt.number))
+        settings = replace(config.settings_for(kind, attempt.number), max_tokens=max_tokens)
+        chunks = config.backend.stream(request, settings)
         return read_call(
             chunks,
             reader,
