@@ -131,6 +131,11 @@ def test_the_policy_is_in_the_return_type() -> None:
     outcome = lenient.run(Order, CONTEXT)
     assert_type(outcome, "arq.Result[Order] | arq.Unconverged[Order]")
     assert isinstance(outcome, arq.Result)
+    with default, lenient:
+        assert_type(default.map(Order, []), "list[arq.Result[Order] | arq.ArqError]")
+        outcomes = lenient.map(Order, [])
+        assert_type(outcomes, "list[arq.Result[Order] | arq.Unconverged[Order] | arq.ArqError]")
+        assert outcomes == []
 
 
 # --- the real openai SDK over HTTP -------------------------------------------------------
