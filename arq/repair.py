@@ -129,10 +129,11 @@ class Repairs:
         self.cut: set[str] = set()  # steps an answer was cut inside, at its token limit
 
     def step_to_redo(self, error: StepError | OutputParseError, accepted: Collection[str]) -> str:
-        """The step a repair after `error` starts from."""
+        """The step a repair after `error` starts from: the step it names, or the first
+        step not accepted (the last step, when the JSON broke after every step)."""
         if isinstance(error, StepError):
             return error.step
-        return next(name for name in self.order if name not in accepted)
+        return next((name for name in self.order if name not in accepted), self.order[-1])
 
     def record(self, error: StepError | OutputParseError, step: str) -> str | None:
         """Take in a failure that `step` is to be redone after: why the run must stop
