@@ -6,9 +6,11 @@ it completes; the first failure stops reading (the stream is closed, so no token
 paid for text that would be thrown away). What happens next is the repair policy's
 (`arq.repair.Repairs`): which step to redo, whether the run is stuck or out of repairs,
 and the plan of the next request, which the prompt builder renders. An answer cut at its
-token limit after accepted steps is continued from the step it was cut in, on the same
-budget. Two budgets never mix: `max_repairs` for output errors, the `RetryPolicy` for
-transport errors.
+token limit after accepted steps is continued from the step it was cut in, on the repair
+budget. Budgets never mix: `max_repairs` for output errors and continuations,
+`advisory_repairs` for each advisory check, the `RetryPolicy` for transport errors. When
+repairs do not converge, the run raises `ConvergenceError`, or with the "return" policy
+ends with an `Unconverged`.
 """
 
 from __future__ import annotations
