@@ -195,8 +195,10 @@ class OutputParseError(OutputError):
 class TruncatedOutputError(OutputError):
     """The output ended before the JSON object was complete.
 
-    Usually the token limit was reached: raise `max_tokens`, or bound long steps with
-    `max_length` / a per-step `max_tokens`. `partial` holds the text received.
+    Usually the token limit was reached before any step was accepted, or again inside a
+    step already continued (an answer cut after accepted steps is continued from the cut
+    step instead, on the repair budget). Raise `max_tokens`, or bound long steps with
+    `max_length` / a per-step `max_chunks`. `partial` holds the text received.
     """
 
     def __init__(self, message: str, *, partial: str = "", position: int = 0):
