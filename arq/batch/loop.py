@@ -47,11 +47,11 @@ def loop(
         elif current.state in ("prepared", "running", "submitted"):
             run(
                 folder,
+                backend=backend,
                 base_url=base_url,
                 api_key=api_key,
-                backend=backend,
-                schema=schema,
                 concurrency=concurrency,
+                schema=schema,
             )
         summary = ingest(folder, schema=schema)
         summaries.append(summary)
