@@ -2,8 +2,12 @@
 
 The only module of arq that imports `openai`. It maps a `Request` to the wire form the
 server's capabilities allow (strict `json_schema`, `json_object` with a `schema`, JSON
-mode, a forced tool call, or the prompt alone), streams the answer, and translates every
-SDK error at one boundary (`_translated`) into `BackendError`: built from masked text
+mode, a forced tool call, or the prompt alone), and streams the answer: the SDK builds
+and sends the request (auth, base URL, headers, query, timeouts, HTTP status errors), and
+the response's bytes are read through its public raw-response interface
+(`with_streaming_response`) and decoded by `arq.backends.openai_events`, into only the
+fields arq uses, with no SDK object per chunk. It translates every SDK and transport
+error at one boundary (`_translated`) into `BackendError`: built from masked text
 and plain attributes, raised outside the `except` block, so no `__cause__` or
 `__context__` reaches the SDK's exception (whose message and request headers can hold the
 key). The key and credential headers it is given are registered with
@@ -16,16 +20,18 @@ retries transport errors itself, and two retry layers would multiply the attempt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
+import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from typing import Any, Literal, TypeVar
 
 import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings
-from arq.backends.openai_events import chunk_of
+from arq.backends.openai_events import StreamEvents
 from arq.checks import AllowedValues
 from arq.errors import BackendError, InvalidArgumentError, StateError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
@@ -54,14 +60,16 @@ llama-cpp-python's own server rejects the `json_schema` response format and want
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _NO_KEY = "not-needed"  # the SDK refuses to start without a key, which local servers ignore
-_END = object()  # `anext`'s default: the stream has ended
+_END = object()  # a sync client's reading thread is done: no more pieces
+_DRAIN_SECONDS = 0.1  # reading the body's end after [DONE], so the connection is reused
+_TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "h11")
 _T = TypeVar("_T")
 _OTHER_LOOP = (
     "the openai.AsyncOpenAI client given to OpenAIBackend holds connections of the event loop"
     " that first used it, and this call runs on another event loop; make every call from one"
     " loop (Executor.run and map use the executor's own, each asyncio.run a new one), or give"
-    " the backend an openai.OpenAI client, or base_url and api_key: it then makes a client"
-    " for each event loop"
+    " the backend an openai.OpenAI client (it reads on a thread of its own, from any loop),"
+    " or base_url and api_key (it then makes a client for each event loop)"
 )
 
 
@@ -70,12 +78,15 @@ class OpenAIBackend:
 
     Args:
         model: The model name the server expects.
-        client: An `openai.AsyncOpenAI` or `openai.OpenAI` client to take settings from
-            (key, base URL, headers, timeout). An `AsyncOpenAI` client is used as is, with
-            its retries off; its connections belong to the event loop that first uses it,
-            and a call from another loop raises `StateError` (`Executor.run` and `map` run
-            on the executor's own loop, each `asyncio.run` on a new one). From an `OpenAI`
-            client, an async twin is made per event loop, so any loop works.
+        client: Your own client: `openai.AsyncOpenAI`, `openai.OpenAI` or their Azure
+            kinds (`AsyncAzureOpenAI`, `AzureOpenAI`). It sends every request as it is
+            configured (key, base URL, headers, query, timeout, HTTP client), with its
+            retries off. An async client's connections belong to the event loop that
+            first uses it, and a call from another loop raises `StateError`
+            (`Executor.run` and `map` run on the executor's own loop, each `asyncio.run`
+            on a new one). A sync client reads each stream on a thread of its own, so
+            any loop works; closing a stream early closes its response when the next
+            bytes arrive (or the client's read timeout passes).
         base_url: The server, e.g. ``"http://127.0.0.1:8080/v1"`` (ignored with `client`).
         api_key: The key; by default the SDK reads `OPENAI_API_KEY`. Servers that need
             none accept any text, so a placeholder is used when `base_url` is given alone.
@@ -107,20 +118,11 @@ class OpenAIBackend:
         self._capabilities = capabilities or Capabilities()
         self._max_tokens_param = max_tokens_param
         self._extra_body = dict(extra_body or {})
-        self._shared: openai.AsyncOpenAI | None = None
+        self._shared: openai.AsyncOpenAI | openai.OpenAI | None = None
         self._shared_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._settings: dict[str, Any] = {"timeout": timeout, "max_retries": 0}
-        if isinstance(client, openai.AsyncOpenAI):
+        if isinstance(client, openai.AsyncOpenAI | openai.OpenAI):
             self._shared = client.with_options(max_retries=0)
-        elif isinstance(client, openai.OpenAI):
-            self._settings.update(
-                api_key=client.api_key,
-                base_url=client.base_url,
-                organization=client.organization,
-                project=client.project,
-                timeout=client.timeout,
-                default_headers=_headers_given(client),
-            )
         elif client is not None:
             raise InvalidArgumentError(
                 f"client must be openai.AsyncOpenAI or openai.OpenAI, not {client!r}"
@@ -195,17 +197,26 @@ class OpenAIBackend:
     async def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
         """Stream the answer; closing this generator closes the HTTP response."""
         body = self.payload(request, settings)
+        if self._extra_body:
+            body["extra_body"] = self._extra_body
         client = self._client()
-        extra = self._extra_body or None
-        create = client.chat.completions.create(**body, extra_body=extra)
-        response = await _guarded(create, reading=False)
+        events = StreamEvents()
+        pieces = (
+            _async_pieces(client, body, events)
+            if isinstance(client, openai.AsyncOpenAI)
+            else _thread_pieces(client, body, events)
+        )
         try:
-            while (event := await _guarded(anext(response, _END), reading=True)) is not _END:
-                chunk = chunk_of(event)
-                if chunk is not None:
+            async for piece in pieces:
+                for chunk in events.feed(piece):
+                    yield chunk
+                if events.done:
+                    break
+            else:
+                for chunk in events.finish():
                     yield chunk
         finally:
-            await response.close()
+            await pieces.aclose()
 
     async def aclose(self) -> None:
         """Close the clients this backend made (not one the user passed), each on its loop."""
@@ -218,8 +229,10 @@ class OpenAIBackend:
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(closer.cancel)  # it closes the client there
 
-    def _client(self) -> openai.AsyncOpenAI:
+    def _client(self) -> openai.AsyncOpenAI | openai.OpenAI:
         loop = asyncio.get_running_loop()
+        if isinstance(self._shared, openai.OpenAI):
+            return self._shared  # read on a thread of its own: any loop will do
         if self._shared is not None:
             if self._shared_loop is None:
                 self._shared_loop = weakref.ref(loop)
@@ -242,24 +255,9 @@ class OpenAIBackend:
             await client.close()
 
 
-def _headers_given(client: openai.OpenAI) -> dict[str, str] | None:
-    """The headers the caller gave `client`, for its async twin: the SDK's public
-    `default_headers` mixes them with its own, so those of a client given none are left out
-    (the twin sends its own, such as its User-Agent)."""
-    with openai.OpenAI(
-        api_key="unused",
-        base_url=client.base_url,
-        organization=client.organization,
-        project=client.project,
-        max_retries=0,
-    ) as plain:
-        own = plain.default_headers
-    headers = client.default_headers.items()
-    given = {k: v for k, v in headers if isinstance(v, str) and own.get(k) != v}
-    return given or None
-
-
-def _secrets(settings: Mapping[str, Any], shared: openai.AsyncOpenAI | None) -> list[str]:
+def _secrets(
+    settings: Mapping[str, Any], shared: openai.AsyncOpenAI | openai.OpenAI | None
+) -> list[str]:
     """The key and the credential headers' values this backend's requests carry."""
     if shared is not None:
         key: object = shared.api_key
@@ -267,11 +265,85 @@ def _secrets(settings: Mapping[str, Any], shared: openai.AsyncOpenAI | None) -> 
     else:  # with no key given, the SDK reads the variable
         key = settings.get("api_key", os.environ.get("OPENAI_API_KEY"))
         headers = settings.get("default_headers") or {}
-    secrets = [key] if isinstance(key, str) and key != _NO_KEY else []
+    secrets = [key] if isinstance(key, str) and key and key != _NO_KEY else []
     for name, value in headers.items():
         if isinstance(value, str) and credential_header(name):
             secrets += [value, value.partition(" ")[2]]  # also a token without its scheme
     return secrets
+
+
+async def _async_pieces(
+    client: openai.AsyncOpenAI, body: dict[str, Any], events: StreamEvents
+) -> AsyncGenerator[bytes, None]:
+    """The body of a streamed response, read through the SDK's raw-response interface;
+    closing this generator closes the response. After `[DONE]` the body's end is read
+    (briefly), as the SDK does, so an HTTP/1.1 connection goes back to the pool."""
+    manager = client.chat.completions.with_streaming_response.create(**body)
+    response = await _guarded(manager.__aenter__(), reading=False)
+    pieces = response.iter_bytes()
+    try:
+        while (piece := await _guarded(anext(pieces, None), reading=True)) is not None:
+            yield piece
+    finally:
+        if events.done:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_drain(pieces), _DRAIN_SECONDS)
+        if isinstance(pieces, AsyncGenerator):
+            await pieces.aclose()
+        await response.close()
+
+
+async def _drain(pieces: AsyncIterator[bytes]) -> None:
+    async for _ in pieces:
+        pass
+
+
+async def _thread_pieces(
+    client: openai.OpenAI, body: dict[str, Any], events: StreamEvents
+) -> AsyncGenerator[bytes, None]:
+    """The body of a streamed response of a sync client, read on a thread of its own and
+    handed to this loop. Closing this generator tells the thread to close the response
+    once its current read returns; after `[DONE]` it first lets the thread read the body's
+    end (briefly), so the connection goes back to the pool."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def pump() -> None:
+        reading = False
+        try:
+            with client.chat.completions.with_streaming_response.create(**body) as response:
+                reading = True
+                for piece in response.iter_bytes():
+                    put(piece)
+                    if stop.is_set():
+                        break
+        except Exception as exc:
+            put(_translated(exc, reading=reading) or exc)
+        finally:
+            put(_END)  # whatever happened, the reader is not left waiting
+
+    threading.Thread(target=pump, name="arq-openai-stream", daemon=True).start()
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        if events.done:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_until_end(queue), _DRAIN_SECONDS)
+        stop.set()
+
+
+async def _until_end(queue: asyncio.Queue[object]) -> None:
+    while await queue.get() is not _END:
+        pass
 
 
 async def _guarded(call: Awaitable[_T], *, reading: bool) -> _T:
@@ -290,8 +362,8 @@ def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
     """The one place SDK and transport errors become arq errors, from masked text and
     plain attributes; None for an error that is not the service's (a bug, a bad argument).
 
-    While `reading` the stream, any error is the service's: the SDK raises it while
-    decoding what the service sent.
+    While `reading` the response's body, any error is the service's: the HTTP client
+    raises it while receiving what the service sent.
     """
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
@@ -318,9 +390,12 @@ def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
         return BackendError(
             redact(f"the model service sent a malformed event: {exc}"), retryable=True
         )
-    if type(exc).__module__.partition(".")[0] in ("httpx", "httpx2", "httpcore", "h11"):
+    if type(exc).__module__.partition(".")[0] in _TRANSPORT_MODULES:
+        # the HTTP client's own errors, raised while the raw body is read
+        if any(kind.__name__ == "TimeoutException" for kind in type(exc).__mro__):
+            return BackendError("the model service timed out", retryable=True)
         return BackendError(redact(f"the stream broke off: {exc!r}"), retryable=True)
-    if reading:  # an event the SDK could not build
+    if reading:  # the body could not be read
         return BackendError(
             redact(f"the stream could not be read: {type(exc).__name__}: {exc}"), retryable=True
         )

@@ -1,9 +1,12 @@
-"""Chat Completions stream events as `Chunk`s, every field's type checked.
+"""Chat Completions stream events as `Chunk`s: SSE events decoded, every field checked.
 
-The SDK builds its event objects without validating them: a field of the wrong type
-(`"content": 123`, `choices` as an object) reaches arq as the server sent it. `chunk_of`
-reads only the fields arq uses and checks each one; an event of the wrong shape is a
-retryable `BackendError`, as a stream that broke off would be.
+`StreamEvents` turns the bytes of a streamed response into chunks: SSE framing
+(`arq.backends.sse`), `[DONE]`, error events, then each event's JSON (UTF-8, read with
+jiter, and with `json` where jiter refuses it), of which `chunk_of` reads only the fields
+arq uses, checking each one's type. An event that is not JSON, or has the wrong shape
+(`"content": 123`, `choices` as an object), is a retryable `BackendError`, as a stream
+that broke off would be; so is an error event (``event: error``, or an ``"error"`` member
+in the data), as the SDK raises it.
 
 Usage is the exception: counts that are not non-negative integers are taken as no usage
 reported (the run then estimates its tokens), since the answer itself is intact and a
@@ -12,24 +15,118 @@ retry would spend a whole call to get the same counts again.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
+import jiter
 
 from arq.backends.base import Chunk
+from arq.backends.sse import ServerEvent, SSEDecoder
 from arq.errors import BackendError
-from arq.trace import Usage
+from arq.trace import Usage, redact
 
-__all__ = ["chunk_of"]
+__all__ = ["StreamEvents", "chunk_of"]
+
+_STREAM_ERROR = "An error occurred during streaming"  # the SDK's text for an error without one
+
+
+class StreamEvents:
+    """Reads one streamed Chat Completions response, fed its bytes as they arrive."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self.done = False
+        """`[DONE]` arrived: nothing after it is read."""
+
+    def feed(self, piece: bytes) -> Iterator[Chunk]:
+        """The chunks the events completed by `piece` carry, in order.
+
+        Raises:
+            BackendError: An event is malformed or reports an error (retryable).
+        """
+        if self.done:
+            return
+        for event in self._sse.feed(piece):
+            chunk = self._chunk(event)
+            if chunk is not None:
+                yield chunk
+            if self.done:
+                return
+
+    def finish(self) -> Iterator[Chunk]:
+        """The body ended: the chunk of an event it cut off, if that event is whole."""
+        if not self.done:
+            for event in self._sse.finish():
+                chunk = self._chunk(event)
+                if chunk is not None:
+                    yield chunk
+
+    def _chunk(self, event: ServerEvent) -> Chunk | None:
+        if event.data.startswith(b"[DONE]"):
+            self.done = True
+            return None
+        try:
+            payload = _json(event.data)
+        except UnicodeDecodeError as exc:
+            failure = (
+                "the model service sent a malformed event: its bytes are not UTF-8"
+                f" ({exc.reason} at byte {exc.start})"
+            )
+        except ValueError as exc:
+            failure = f"the model service sent a malformed event: {exc}"
+        else:
+            if event.name == "error" or (type(payload) is dict and payload.get("error")):
+                raise _service_error(payload)
+            return chunk_of(payload)
+        raise BackendError(failure, retryable=True)
+
+
+def _json(data: bytes) -> Any:
+    """The JSON value of UTF-8 `data`, as `json.loads` reads it.
+
+    jiter reads it faster (`bench/event_decoding.py`); what jiter refuses goes to `json`,
+    which decides (it takes an escaped lone surrogate, which the step checks then reject)
+    and words the error.
+    """
+    try:
+        return jiter.from_json(data, cache_mode="keys")
+    except ValueError:
+        return json.loads(data.decode())
+
+
+def _service_error(payload: object) -> BackendError:
+    """An error the service reported inside the stream, with its message."""
+    message: object = None
+    if type(payload) is dict:
+        error = payload.get("error", payload)
+        message = error.get("message") if type(error) is dict else error
+    if not message or not isinstance(message, str):
+        message = _STREAM_ERROR
+    return BackendError(redact(f"the model service sent an error: {message}"), retryable=True)
 
 
 def chunk_of(event: object) -> Chunk | None:
-    """The chunk an SDK stream event carries, or None when it carries nothing.
+    """The chunk a decoded stream event (`chat.completion.chunk`) carries, or None when
+    it carries nothing.
 
     Raises:
         BackendError: The event does not have the shape of a `chat.completion.chunk`
             (retryable).
     """
+    # Most events carry a piece of content and nothing else: read those at once.
+    if type(event) is dict and event.get("usage") is None:
+        choices = event.get("choices")
+        if type(choices) is list and choices and type(choice := choices[0]) is dict:
+            delta = choice.get("delta")
+            if (
+                type(delta) is dict
+                and choice.get("finish_reason") is None
+                and type(content := delta.get("content")) is str
+                and delta.get("tool_calls") is None
+                and delta.get("refusal") is None
+            ):
+                return Chunk(content) if content else None
     usage = _usage(_field(event, "the event", "usage"))
     choices = _field(event, "the event", "choices")
     if choices is None or choices == []:
@@ -59,10 +156,10 @@ def _delta(delta: object, where: str) -> tuple[str, str | None]:
 
 
 def _field(holder: object, where: str, name: str) -> Any:
-    """`holder.name`, None when absent; `holder` (found at `where`) must be an object."""
-    if not isinstance(holder, BaseModel):
+    """`holder[name]`, None when absent; `holder` (found at `where`) must be an object."""
+    if type(holder) is not dict:
         raise _malformed(where, holder, "an object")
-    return getattr(holder, name, None)
+    return holder.get(name)
 
 
 def _string(holder: object, where: str, name: str) -> str | None:
@@ -76,10 +173,10 @@ def _string(holder: object, where: str, name: str) -> str | None:
 
 def _usage(value: object) -> Usage | None:
     """Reported usage, or None when there is none or its counts are not integers >= 0."""
-    if not isinstance(value, BaseModel):
+    if type(value) is not dict:
         return None
-    prompt = _count(getattr(value, "prompt_tokens", None))
-    completion = _count(getattr(value, "completion_tokens", None))
+    prompt = _count(value.get("prompt_tokens"))
+    completion = _count(value.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
     return Usage(prompt, completion)

@@ -186,12 +186,14 @@ class Malformed:
     default a line that is not JSON; any text goes, such as a chunk of the wrong shape
     (`"content": 123`, `choices` as an object).
 
-    A non-streamed request gets `data` as its whole body.
+    `bytes` are sent exactly as given, as one HTTP chunk with no SSE framing added: the
+    wire itself, such as comments, ``event:`` lines, CR line ends, half an event, or
+    bytes that are not UTF-8. A non-streamed request gets `data` as its whole body.
     """
 
     reply: Reply | Fault = field(default_factory=Reply)
     after_chars: int = 0
-    data: str = '{"id": "chatcmpl-broken", "choices": [{'
+    data: str | bytes = '{"id": "chatcmpl-broken", "choices": [{'
 
 
 Fault: TypeAlias = DropAfter | Stall | Malformed
@@ -214,6 +216,7 @@ class ReceivedRequest:
             client went away.
         completed: The whole reply was written.
         disconnected_early: The client went away before the reply was complete.
+        query: The query string of the request's target, without the "?".
     """
 
     method: str
@@ -225,6 +228,7 @@ class ReceivedRequest:
     sent_chars: int = 0
     completed: bool = False
     disconnected_early: bool = False
+    query: str = ""
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -285,7 +289,7 @@ class FaultEvent:
     at: int
     kind: str  # "stall", "malformed" or "drop"
     seconds: float = 0.0
-    data: str = ""
+    data: str | bytes = ""
 
 
 def flatten(item: Reply | DropAfter | Stall | Malformed) -> tuple[Reply, list[FaultEvent]]:

@@ -192,9 +192,9 @@ class FakeOpenAIServer:
         body: Any = None
         with contextlib.suppress(ValueError):
             body = json.loads(raw) if raw else None
-        rec = ReceivedRequest(
-            method, target.split("?")[0], redact_headers(headers), body, conn.serial
-        )
+        path, _, query = target.partition("?")
+        rec = ReceivedRequest(method, path, redact_headers(headers), body, conn.serial)
+        rec.query = query
         with self._lock:
             self._requests.append(rec)
             serial = len(self._requests)
@@ -286,9 +286,9 @@ class _Conn:
         except OSError as exc:
             raise _ClientGone from exc
 
-    async def event(self, data: str) -> None:
-        """Send one SSE event as one HTTP chunk."""
-        await self.send(_sse_chunk(data))
+    async def event(self, data: str | bytes) -> None:
+        """Send one SSE event as one HTTP chunk; bytes are that chunk's payload as is."""
+        await self.send(_http_chunk(data) if isinstance(data, bytes) else _sse_chunk(data))
 
     async def pause(self, seconds: float) -> None:
         """Sleep, checking every 50 ms whether the client left."""
@@ -375,7 +375,10 @@ async def _read_request(
 
 def _sse_chunk(data: str) -> bytes:
     """One SSE event framed as one HTTP/1.1 chunk."""
-    payload = f"data: {data}\n\n".encode()
+    return _http_chunk(f"data: {data}\n\n".encode())
+
+
+def _http_chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
@@ -391,10 +394,12 @@ def _head(code: int, headers: list[tuple[str, str]]) -> bytes:
 def _response(
     code: int, body: Any, extra: list[tuple[str, str]], *, json_body: bool = False
 ) -> bytes:
-    """A whole response with Content-Length; a str body is sent as is (as text/plain
-    unless `json_body`), anything else as JSON."""
+    """A whole response with Content-Length; a str or bytes body is sent as is (a str
+    as text/plain unless `json_body`), anything else as JSON."""
     kind = "application/json"
-    if isinstance(body, str):
+    if isinstance(body, bytes):
+        data = body
+    elif isinstance(body, str):
         data, kind = body.encode(), kind if json_body else "text/plain; charset=utf-8"
     else:
         data = json.dumps(body).encode()

@@ -34,10 +34,6 @@ class Vocabulary:
         self._tokens: dict[bytes, list[int]] = {}
         self.tokenizer = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Tokenizer(self)))
 
-    @property
-    def eos_token_id(self) -> int:
-        return self.eos
-
     def tokens(self, text: bytes) -> list[int]:
         """`text` tokenized on its own (no BOS, no special tokens), cached."""
         found = self._tokens.get(text)
