@@ -7,7 +7,8 @@ checks that read the context (here: the order id must be quoted from the convers
 against the recorded context.
 Exits 1 when any record is invalid.
 
-The same check from the command line, as a CI step runs it (docs/cli.md has the workflow):
+The same check from the command line, as a CI step runs it
+(docs/how-to/validate-in-ci.md has the workflow):
 
     arq validate examples/check_recorded_outputs.py:Triage examples/recorded_outputs.jsonl \
         --format junit --output report.xml

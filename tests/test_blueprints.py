@@ -35,7 +35,7 @@ from arq.schema import Reasoning, cross_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = Path(__file__).with_name("blueprint_records")
-DOC = ROOT / "docs" / "blueprints.md"
+DOC = ROOT / "docs" / "reference" / "blueprints.md"
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def test_lint_finds_no_errors_only_the_documented_length_warnings(
         findings = arq.lint(schema)
         assert [f for f in findings if f.severity == "error"] == []
         warnings = [f for f in findings if f.severity == "warning"]
-        # docs/blueprints.md: maxLength is dropped by strict mode, arq still enforces it
+        # docs/reference/blueprints.md: maxLength is dropped by strict mode, arq still enforces it
         assert {f.code for f in warnings} <= {"strict-unsupported-keyword"}
         assert all("`maxLength`" in f.message for f in warnings)
         strict = arq.json_schema(schema, "openai-strict")

@@ -1,11 +1,10 @@
-"""The rendered prompt and JSON Schema in docs/concepts.md are what arq produces today."""
+"""The rendered prompt and JSON Schema in docs/concepts/prompt.md are what arq produces today."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -14,7 +13,7 @@ import pytest
 
 import arq
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "concepts.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "concepts" / "prompt.md"
 CONTEXT = {
     "conversation": "customer: My order A-1234 never arrived. Refund me!",
     "guidelines": [
@@ -57,14 +56,3 @@ def test_cross_check_in_docs_example_works(example: ModuleType) -> None:
     with pytest.raises(arq.StepError, match="must be escalated") as caught:
         checker.accept("decision", "reply")
     assert caught.value.check == "escalate_when_not_compliant"
-
-
-def test_executor_doc_example_runs_as_shown(tmp_path: Path) -> None:
-    doc = DOC.with_name("executor.md").read_text()
-    code = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
-    script = tmp_path / "executor_example.py"
-    script.write_text(code)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    expected = [c.split("# ")[-1] for c in code.splitlines() if c.startswith("print(")]
-    assert out.stdout.splitlines() == expected

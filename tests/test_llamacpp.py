@@ -361,7 +361,7 @@ def test_the_first_step_is_sampled_and_the_rest_written_greedy(
     kept = {"request": "a refund", "order_id": "A-1234", "topics": ["refund"], "urgent": True}
     request = repair(kept) if prefill else build()
     sampled_first_steps = 0
-    for seed in range(4):
+    for seed in range(8):  # a short first step can come out greedy even when sampled
         settings = Settings(max_tokens=400, temperature=0, first_step_temperature=1.5, seed=seed)
         before, after = greedy_picks_around_the_switch(backend, request, settings, monkeypatch)
         assert after
