@@ -166,6 +166,16 @@ def test_referenced_models_are_followed() -> None:
     assert not takes(g, '{"checks": [{"id": "other", "applies": true}]}')
 
 
+def test_objects_take_only_the_properties_they_list() -> None:
+    item = {"type": "object", "properties": {"id": TEXT}, "required": ["id"]}
+    g = grammar({"v": {"type": "array", "items": {"$ref": "#/$defs/Item"}}}, defs={"Item": item})
+    assert takes(g, '{"v": [{"id": "a"}]}')
+    assert not takes(g, '{"v": [{"id": "a", "type": "b"}]}')
+    open_item = {**item, "additionalProperties": True}
+    g = grammar({"v": open_item})
+    assert takes(g, '{"v": {"id": "a", "type": "b"}}')  # unless the schema allows them
+
+
 def test_patterns_can_be_left_out() -> None:
     props = {"v": {"type": "string", "pattern": "^a$"}}
     g = request_grammar(schema(**props), ["v"], continuation=False, patterns=False)

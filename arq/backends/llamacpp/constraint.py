@@ -111,6 +111,7 @@ class _Writer:
         if self.defs and "$ref" in json.dumps(schema):
             inline["$defs"] = self.defs
         inline["x-guidance"] = {"whitespace_pattern": WHITESPACE, "lenient": True}
+        inline = _closed(inline)
         if not self.patterns:
             inline = _without_patterns(inline)
         return self.rule(f"%json {json.dumps(inline)}")
@@ -252,6 +253,21 @@ def _with_choices(schema: Mapping[str, Any], choices: Sequence[str]) -> dict[str
     if nullable:
         return {"anyOf": [listed, {"type": "null"}]}
     return listed
+
+
+def _closed(node: Any) -> Any:
+    """`node` with every object that does not say otherwise closed to properties it does
+    not list (JSON Schema allows any by default; a model given the room writes them)."""
+    if isinstance(node, list):
+        return [_closed(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    found = {k: _closed(v) for k, v in node.items()}
+    if ("properties" in found or found.get("type") == "object") and (
+        "additionalProperties" not in found
+    ):
+        found["additionalProperties"] = False
+    return found
 
 
 def _without_patterns(node: Any) -> Any:
