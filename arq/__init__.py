@@ -26,6 +26,7 @@ from arq.errors import (
 )
 from arq.executor import Executor
 from arq.jsonschema import json_schema, lint
+from arq.outcome import Unconverged
 from arq.parsing import StepParser
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
@@ -55,6 +56,7 @@ __all__ = [
     "StepParser",
     "TemplateError",
     "TruncatedOutputError",
+    "Unconverged",
     "answer",
     "check",
     "checklist",

@@ -13,6 +13,7 @@ ArqError
 ├── UsageError             bad input to the `arq` command (user)
 ├── DatasetError           an evaluation dataset item is malformed (user; also a ValueError)
 ├── ModelNotFoundError     no GGUF model file for the local backend (also a FileNotFoundError)
+├── BatchError             a batch folder or results file that does not fit the job (user)
 ├── BackendError           the model service failed (status, retryable, retry_after, ...)
 ├── DeadlineExceededError  the run's deadline passed (retries and repairs included)
 ├── InternalError          an unexpected exception in arq or a backend (a bug: please report)
@@ -41,6 +42,7 @@ __all__ = [
     "ArqError",
     "AssertionFailed",
     "BackendError",
+    "BatchError",
     "CassetteMismatch",
     "ContextError",
     "ConvergenceError",
@@ -116,6 +118,16 @@ class ModelNotFoundError(ArqError, FileNotFoundError):
     and the default model package is not installed."""
 
 
+class BatchError(ArqError):
+    """A batch folder or an engine's results file that does not fit the job: results of
+    another round or another job (schema, settings), a folder prepared for something else,
+    a step its manifest's state rules out. `path` names the file, when there is one."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
 class InvalidArgumentError(ArqError, ValueError, TypeError):
     """An arq function or class was given a value it cannot use: out of range, malformed, or
     of the wrong type. It is also a `ValueError` and a `TypeError`, as Python's own argument
@@ -183,8 +195,10 @@ class OutputParseError(OutputError):
 class TruncatedOutputError(OutputError):
     """The output ended before the JSON object was complete.
 
-    Usually the token limit was reached: raise `max_tokens`, or bound long steps with
-    `max_length` / a per-step `max_tokens`. `partial` holds the text received.
+    Usually the token limit was reached before any step was accepted, or again inside a
+    step already continued (an answer cut after accepted steps is continued from the cut
+    step instead, on the repair budget). Raise `max_tokens`, or bound long steps with
+    `max_length` / a per-step `max_chunks`. `partial` holds the text received.
     """
 
     def __init__(self, message: str, *, partial: str = "", position: int = 0):

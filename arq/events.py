@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from arq.errors import BackendError, OutputError
+from arq.outcome import Unconverged
 from arq.schema import Reasoning
 from arq.trace import Result
 
 __all__ = [
     "OutputAccepted",
+    "OutputNotConverged",
     "Event",
     "RepairStarted",
     "RetryScheduled",
@@ -41,11 +43,17 @@ class StepFailed:
 
 @dataclass(frozen=True, slots=True)
 class RepairStarted:
-    """A repair call starts from `step`, keeping the steps accepted before it."""
+    """A repair call starts from `step`, keeping the steps accepted before it.
+
+    `kind` is "continuation" when the earlier answer was cut at its token limit inside
+    `step` (a `StepFailed` with a `TruncatedOutputError` comes before it), "repair" when
+    it failed there.
+    """
 
     step: str
     attempt: int
     reason: str
+    kind: Literal["repair", "continuation"] = "repair"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +72,20 @@ class OutputAccepted(Generic[SchemaT]):
     result: Result[SchemaT]
 
 
-Event: TypeAlias = StepAccepted | StepFailed | RepairStarted | RetryScheduled | OutputAccepted[Any]
+@dataclass(frozen=True, slots=True)
+class OutputNotConverged(Generic[SchemaT]):
+    """Repairs did not converge and the executor returns what the run has
+    (`Executor(unconverged="return")`); never sent otherwise."""
+
+    unconverged: Unconverged[SchemaT]
+
+
+Event: TypeAlias = (
+    StepAccepted
+    | StepFailed
+    | RepairStarted
+    | RetryScheduled
+    | OutputAccepted[Any]
+    | OutputNotConverged[Any]
+)
 """Any event `Executor.stream` yields."""

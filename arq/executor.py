@@ -10,7 +10,6 @@ from the executor's frozen `RunConfig`.
 from __future__ import annotations
 
 import asyncio
-import threading
 import traceback
 import weakref
 from collections.abc import (
@@ -18,39 +17,47 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Iterable,
     Mapping,
     Sequence,
 )
-from concurrent.futures import CancelledError, Future
 from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, overload
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
 
 from arq.backends.base import Backend, Settings
 from arq.errors import ArqError, InternalError, InvalidArgumentError, StateError
-from arq.events import Event, OutputAccepted
+from arq.events import Event, OutputAccepted, OutputNotConverged
+from arq.outcome import Unconverged, UnconvergedPolicy
 from arq.prompt import PromptBuilder
 from arq.retry import RetryPolicy
 from arq.run.config import RunConfig
 from arq.run.loop import RunLoop
+from arq.run.thread import CLOSED, LoopThread
 from arq.schema import Reasoning
+from arq.telemetry import Telemetry
 from arq.trace import Result, redact
 
 __all__ = ["Executor"]
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
 T = TypeVar("T")
+PolicyT = TypeVar("PolicyT", bound=UnconvergedPolicy, default=Literal["raise"])
 Context = Mapping[str, Any]
 Examples = Sequence[BaseModel | Mapping[str, Any]]
+Raises = Literal["raise"]
+Outcome = Result[SchemaT] | Unconverged[SchemaT] | ArqError
 
 
-class Executor:
+class Executor(Generic[PolicyT]):
     """Runs reasoning schemas on a backend until each output is valid.
+
+    The type parameter is the `unconverged` policy, so a type checker knows that only an
+    `Executor(..., unconverged="return")` may return an `Unconverged`.
 
     The arguments are checked once and kept in `config`, a frozen
     `arq.run.config.RunConfig` that every run reads (and that the attributes of the same
@@ -70,11 +77,23 @@ class Executor:
             backend can change it within an answer (the embedded model); a service that
             takes one temperature per answer samples the whole repair at this one.
         max_tokens: Output token limit of each call (None: the server's).
+        continuation_max_tokens: Output token limit of a call that continues an answer
+            cut at `max_tokens` after some steps were accepted (None: twice `max_tokens`).
         seed: Sampling seed, where the server honours one.
         deadline: Seconds a whole run may take, retries and repairs included.
         idle_timeout: Seconds of silence allowed between two chunks of a stream; a silent
             stream is closed and the call retried.
         concurrency: Runs at once in `map` / `amap` unless given there.
+        telemetry: What the runs report to OpenTelemetry, when it is installed: spans of
+            each run and model call, and metrics (`arq.telemetry.Telemetry`; None: the
+            global providers, no message content). `Telemetry(enabled=False)` records
+            nothing.
+        advisory_repairs: Repairs allowed per advisory check (`arq.check(...,
+            advisory=True)`), apart from `max_repairs`; after them its failures are
+            recorded on the result (`Result.advisories`) and the run goes on.
+        unconverged: When repairs do not converge: "raise" `ConvergenceError` (the
+            default), or "return" an `arq.Unconverged` (accepted steps, the last value of
+            each other step and the checks it failed), which is not a `Result`.
 
     Raises:
         InvalidArgumentError: `backend` does not implement `arq.backends.Backend`, or a
@@ -91,10 +110,14 @@ class Executor:
         temperature: float | None = None,
         repair_temperature: float | None = None,
         max_tokens: int | None = None,
+        continuation_max_tokens: int | None = None,
         seed: int | None = None,
         deadline: float | None = None,
         idle_timeout: float | None = 60.0,
         concurrency: int = 8,
+        telemetry: Telemetry | None = None,
+        advisory_repairs: int = 1,
+        unconverged: PolicyT = "raise",  # type: ignore[assignment]  # the TypeVar's default
     ) -> None:
         self.config = RunConfig(
             backend,
@@ -105,11 +128,15 @@ class Executor:
             repair_temperature=temperature if repair_temperature is None else repair_temperature,
             deadline=deadline,
             idle_timeout=idle_timeout,
+            telemetry=Telemetry() if telemetry is None else telemetry,
+            continuation_max_tokens=continuation_max_tokens,
+            unconverged=unconverged,
+            advisory_repairs=advisory_repairs,
         )
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
         self.concurrency = concurrency
-        self._thread = _LoopThread()
+        self._thread = LoopThread()
         # an executor never closed still stops its loop thread cleanly, when it is
         # collected or at exit; it leaves the backend open (it may be shared)
         weakref.finalize(self, self._thread.stop)
@@ -173,14 +200,23 @@ class Executor:
         self._check_open()
         return _in_task(RunLoop(self.config, schema, context, examples).events())
 
+    @overload
     async def arun(
-        self,
+        self: Executor[Raises],
         schema: type[SchemaT],
         context: Context | None = None,
         *,
         examples: Examples = (),
-    ) -> Result[SchemaT]:
-        """Run `schema` on `context` to a valid output. Cancelling it closes the stream."""
+    ) -> Result[SchemaT]: ...
+    @overload
+    async def arun(
+        self, schema: type[SchemaT], context: Context | None = None, *, examples: Examples = ()
+    ) -> Result[SchemaT] | Unconverged[SchemaT]: ...
+    async def arun(
+        self, schema: type[SchemaT], context: Context | None = None, *, examples: Examples = ()
+    ) -> Result[SchemaT] | Unconverged[SchemaT]:
+        """Run `schema` on `context` to a valid output (or, with `unconverged="return"`,
+        to an `Unconverged` when repairs do not converge). Cancelling it closes the stream."""
         self._check_open()
         events = RunLoop(self.config, schema, context, examples).events()
         try:
@@ -188,31 +224,60 @@ class Executor:
                 if isinstance(event, OutputAccepted):
                     result: Result[SchemaT] = event.result
                     return result
+                if isinstance(event, OutputNotConverged):
+                    unconverged: Unconverged[SchemaT] = event.unconverged
+                    return unconverged
         finally:
             await events.aclose()
         raise AssertionError("a run ended without a result or an error")  # pragma: no cover
 
+    @overload
     def run(
-        self,
+        self: Executor[Raises],
         schema: type[SchemaT],
         context: Context | None = None,
         *,
         examples: Examples = (),
-    ) -> Result[SchemaT]:
+    ) -> Result[SchemaT]: ...
+    @overload
+    def run(
+        self, schema: type[SchemaT], context: Context | None = None, *, examples: Examples = ()
+    ) -> Result[SchemaT] | Unconverged[SchemaT]: ...
+    def run(
+        self, schema: type[SchemaT], context: Context | None = None, *, examples: Examples = ()
+    ) -> Result[SchemaT] | Unconverged[SchemaT]:
         """`arun`, blocking; works with or without an event loop running in this thread.
 
         Raises `StateError` if the executor is closed, before or while the call runs.
         """
         return self._thread.call(self.arun(schema, context, examples=examples))
 
+    @overload
+    async def amap(
+        self: Executor[Raises],
+        schema: type[SchemaT],
+        contexts: Iterable[Context],
+        *,
+        concurrency: int | None = None,
+        on_result: Callable[[int, Result[SchemaT] | ArqError], None] | None = None,
+    ) -> list[Result[SchemaT] | ArqError]: ...
+    @overload
     async def amap(
         self,
         schema: type[SchemaT],
         contexts: Iterable[Context],
         *,
         concurrency: int | None = None,
-        on_result: Callable[[int, Result[SchemaT] | ArqError], None] | None = None,
-    ) -> list[Result[SchemaT] | ArqError]:
+        on_result: Callable[[int, Outcome[SchemaT]], None] | None = None,
+    ) -> list[Outcome[SchemaT]]: ...
+    async def amap(
+        self,
+        schema: type[SchemaT],
+        contexts: Iterable[Context],
+        *,
+        concurrency: int | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """Run `schema` on every context, at most `concurrency` at once.
 
         Results come in input order; each item is its `Result` or the `ArqError` that
@@ -224,7 +289,7 @@ class Executor:
         self._check_open()
         items = list(contexts)
         limit = asyncio.Semaphore(concurrency or self.concurrency)
-        outcomes: list[Result[SchemaT] | ArqError | None] = [None] * len(items)
+        outcomes: list[Outcome[SchemaT] | None] = [None] * len(items)
 
         async def one(index: int, context: Context) -> None:
             async with limit:
@@ -244,14 +309,32 @@ class Executor:
                 await asyncio.wait(tasks)
         return [outcome for outcome in outcomes if outcome is not None]
 
+    @overload
+    def map(
+        self: Executor[Raises],
+        schema: type[SchemaT],
+        contexts: Iterable[Context],
+        *,
+        concurrency: int | None = None,
+        on_result: Callable[[int, Result[SchemaT] | ArqError], None] | None = None,
+    ) -> list[Result[SchemaT] | ArqError]: ...
+    @overload
     def map(
         self,
         schema: type[SchemaT],
         contexts: Iterable[Context],
         *,
         concurrency: int | None = None,
-        on_result: Callable[[int, Result[SchemaT] | ArqError], None] | None = None,
-    ) -> list[Result[SchemaT] | ArqError]:
+        on_result: Callable[[int, Outcome[SchemaT]], None] | None = None,
+    ) -> list[Outcome[SchemaT]]: ...
+    def map(
+        self,
+        schema: type[SchemaT],
+        contexts: Iterable[Context],
+        *,
+        concurrency: int | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """`amap`, blocking."""
         call = self.amap(schema, contexts, concurrency=concurrency, on_result=on_result)
         return self._thread.call(call)
@@ -270,9 +353,9 @@ class Executor:
 
     def _check_open(self) -> None:
         if self._thread.closed:
-            raise StateError(_CLOSED)
+            raise StateError(CLOSED)
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Executor[PolicyT]:
         return self
 
     def __exit__(
@@ -283,7 +366,7 @@ class Executor:
     ) -> None:
         self.close()
 
-    async def __aenter__(self) -> Executor:
+    async def __aenter__(self) -> Executor[PolicyT]:
         return self
 
     async def __aexit__(
@@ -324,7 +407,7 @@ async def _in_task(events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event,
             task.exception()  # raised above, or the caller left first: not an unread error
 
 
-async def _outcome(run: Awaitable[Result[SchemaT]]) -> Result[SchemaT] | ArqError:
+async def _outcome(run: Awaitable[T]) -> T | ArqError:
     """The result of `run`, or the error that ended it as an `ArqError`."""
     try:
         return await run
@@ -344,106 +427,3 @@ def _internal_error(error: Exception) -> InternalError:
         redact(f"{kind}{where}: {error}; a bug in arq or the backend, please report it"),
         kind=kind,
     )
-
-
-class _LoopThread:
-    """An event loop on a daemon thread, started on first use, for the blocking calls.
-
-    `stop` ends it the way `asyncio.run` ends its loop, so nothing is left pending: the
-    calls still running are cancelled (their callers get a `StateError`), then the
-    asynchronous generators left open and the default executor are shut down. A stopped
-    loop thread takes no more calls.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.closed = False
-
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coroutine.close()
-            raise StateError(
-                "Executor.run or map was called from inside a running executor task;"
-                " use `await executor.arun(...)` / `amap(...)` there"
-            )
-        with self._lock:  # submitted under the lock, so `stop` finds it among the tasks
-            if self.closed:
-                coroutine.close()
-                raise StateError(_CLOSED)
-            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._start())
-        try:
-            return future.result()
-        except CancelledError:
-            if self.closed:
-                raise StateError("the executor was closed while this call was running") from None
-            raise
-        except BaseException:
-            future.cancel()  # Ctrl-C in the caller stops the run and closes its stream
-            raise
-
-    def _start(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=_serve, args=(loop,), name="arq-executor", daemon=True)
-            thread.start()
-            self._loop, self._thread = loop, thread
-        return self._loop
-
-    def stop(self, last: Callable[[], Awaitable[None]] | None = None) -> None:
-        """End the calls still running, await `last()` on the loop, then stop the thread.
-
-        Called from the loop's own thread (a finalizer run there), it does not wait.
-        """
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            loop, thread = self._loop, self._thread
-            if loop is None or thread is None:
-                return
-            done = asyncio.run_coroutine_threadsafe(_shutdown(last), loop)
-            done.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
-        if threading.current_thread() is thread:
-            return
-        try:
-            done.result()
-        finally:
-            thread.join()
-
-
-_CLOSED = "this Executor is closed; make a new one"
-_SHUTDOWN_WAIT = 10.0  # seconds a cancelled task may take to end when the executor closes
-
-
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
-    """The loop thread: run until `_shutdown` stops the loop, then close it."""
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
-
-
-async def _shutdown(last: Callable[[], Awaitable[None]] | None) -> None:
-    """Cancel the loop's other tasks, await `last()`, and shut the loop down."""
-    loop = asyncio.get_running_loop()
-    try:
-        await _end_tasks()
-        if last is not None:
-            await last()
-    finally:
-        await _end_tasks()  # among them, the closing of generators dropped while running
-        await loop.shutdown_asyncgens()
-        await loop.shutdown_default_executor()
-
-
-async def _end_tasks() -> None:
-    """Cancel every other task of this loop and wait for them to end."""
-    for _ in range(3):  # a task that ends can start another (a generator's aclose)
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        if not tasks:
-            return
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=_SHUTDOWN_WAIT)

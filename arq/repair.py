@@ -12,6 +12,12 @@ enforces the constraints a repair request carries (`Request.prefill`, `Request.r
 - **When to stop**: the model coming back to a failure it already had (the same step,
   error types and locations, and value) is stuck, so the run stops at once; otherwise it
   stops when `max_repairs` repairs are spent.
+- **Advisory checks** (`@arq.check(..., advisory=True)`) have their own budget,
+  `advisory_repairs` per check, apart from `max_repairs`; once it is spent, the check's
+  failures are let through and recorded (`Repairs.record_advisory`).
+- **An answer cut at its token limit** inside step k, after earlier steps were accepted,
+  is continued from k (a continuation spends a repair); cut before any step was accepted,
+  or cut again inside the same step, it is not (`Repairs.record_cut`).
 - **Rejected values**: a value refused on its own account (by its step's checks, or by a
   cross-step check whose other steps all come before it and are kept) is remembered as
   the model wrote it. Each repair lists those of its first step; redoing a step forgets
@@ -44,6 +50,7 @@ from arq.errors import (
     OutputError,
     OutputParseError,
     StepError,
+    TruncatedOutputError,
     value_key,
 )
 from arq.prompt import PromptBuilder, Request
@@ -99,24 +106,34 @@ class Repairs:
         schema: The run's reasoning schema.
         context: The run's context, which evidence lines are quoted from.
         max_repairs: Repairs allowed after output errors.
+        advisory_repairs: Repairs allowed per advisory check, apart from `max_repairs`.
     """
 
     def __init__(
-        self, schema: type[Reasoning], context: Mapping[str, Any] | None, *, max_repairs: int
+        self,
+        schema: type[Reasoning],
+        context: Mapping[str, Any] | None,
+        *,
+        max_repairs: int,
+        advisory_repairs: int = 1,
     ) -> None:
         self.schema = schema
         self.context = context
         self.max_repairs = max_repairs
+        self.advisory_repairs = advisory_repairs
+        self.advisory_spent: dict[str, int] = {}  # repairs per advisory check
         self.count = 0  # repairs started
         self.order = [s.name for s in steps(schema)]
         self.rejected: dict[str, list[str]] = {}  # JSON of values each step had rejected
         self.seen: set[Signature] = set()  # failures so far: one coming back stops the run
+        self.cut: set[str] = set()  # steps an answer was cut inside, at its token limit
 
     def step_to_redo(self, error: StepError | OutputParseError, accepted: Collection[str]) -> str:
-        """The step a repair after `error` starts from."""
+        """The step a repair after `error` starts from: the step it names, or the first
+        step not accepted (the last step, when the JSON broke after every step)."""
         if isinstance(error, StepError):
             return error.step
-        return next(name for name in self.order if name not in accepted)
+        return next((name for name in self.order if name not in accepted), self.order[-1])
 
     def record(self, error: StepError | OutputParseError, step: str) -> str | None:
         """Take in a failure that `step` is to be redone after: why the run must stop
@@ -128,6 +145,31 @@ class Repairs:
         if self.count >= self.max_repairs:
             return f"{self.count} repairs did not lead to a valid output; last: {error}"
         self.seen.add(signature)
+        self.count += 1
+        self._forget_after(step)
+        return None
+
+    def record_advisory(self, error: StepError, step: str) -> bool:
+        """Take in a failure of an advisory check that `step` is redone after (a repair
+        from its own budget): whether that budget is now spent, so that the check's next
+        failure is let through."""
+        check = error.check or ""
+        spent = self.advisory_spent[check] = self.advisory_spent.get(check, 0) + 1
+        self._remember_rejected(error)
+        self._forget_after(step)
+        return spent >= self.advisory_repairs
+
+    def record_cut(self, step: str, accepted: Collection[str]) -> str | None:
+        """Take in an answer cut at its token limit inside `step`, with the steps in
+        `accepted` kept: why it cannot be continued, or None when a continuation from
+        `step` may start (it spends a repair)."""
+        if not accepted:
+            return "no step was accepted before the cut, so there is nothing to continue from"
+        if step in self.cut:
+            return f"the answer was cut inside step {step!r} again, after a continuation"
+        if self.count >= self.max_repairs:
+            return f"no repair is left to continue from step {step!r} ({self.count} spent)"
+        self.cut.add(step)
         self.count += 1
         self._forget_after(step)
         return None
@@ -321,6 +363,11 @@ def _failure_text(failure: OutputError | None, step: str) -> str:
         return ""
     if isinstance(failure, StepError):
         return failure.feedback
+    if isinstance(failure, TruncatedOutputError):
+        return (
+            f'Your answer was cut off at the length limit inside "{step}". Answer "{step}"'
+            " again, completely and briefly, then the steps after it."
+        )
     return f'Your answer could not be read at "{step}": {failure}'
 
 

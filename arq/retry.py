@@ -9,7 +9,7 @@ and sets `retryable`; the policy trusts that flag and retries nothing else.
 
 What never is: 400, 401, 403, 404 and 422 answers (the same request fails the same way),
 refusals and filtered content, truncated output, and output that fails its checks (those
-go to repairs or to the caller). Any exception other than a retryable `BackendError`,
+go to repairs, continuations or the caller). Any exception other than a retryable `BackendError`,
 cancellation included, passes through at once.
 
 How long to wait: a service's `Retry-After` (or `retry-after-ms`) is honoured up to

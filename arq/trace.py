@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from arq.checks.severity import AdvisoryFailure
 from arq.prompt import Request
 from arq.schema import Reasoning
 
@@ -46,8 +47,9 @@ __all__ = [
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
 
-AttemptKind = Literal["first", "repair", "retry"]
-"""Why a call was made: the first call, a repair after an output error, or a retry after a
+AttemptKind = Literal["first", "repair", "continuation", "retry"]
+"""Why a call was made: the first call, a repair after an output error, a continuation of
+an answer cut at its token limit (from the step it was cut in), or a retry after a
 transport error (which resumes after the steps already accepted)."""
 
 _SECRETS = re.compile(
@@ -173,12 +175,15 @@ class StepRecord:
         value: Its raw JSON value.
         elapsed: Seconds from the start of the call until the step was complete.
         error: Why it was rejected, or None when it was accepted.
+        advisory: The failures of advisory checks it was accepted with, once their
+            repairs were spent (`arq.checks.severity`).
     """
 
     name: str
     value: Any
     elapsed: float
     error: str | None = None
+    advisory: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -217,10 +222,7 @@ class Attempt:
             "kind": self.kind,
             "request": self.request.to_dict(),
             "text": self.text,
-            "steps": [
-                {"name": s.name, "value": s.value, "elapsed": round(s.elapsed, 6), "error": s.error}
-                for s in self.steps
-            ],
+            "steps": [_step_dict(s) for s in self.steps],
             "finish_reason": self.finish_reason,
             "usage": {
                 "prompt_tokens": self.usage.prompt_tokens,
@@ -253,8 +255,9 @@ class Trace:
 
     @property
     def repairs(self) -> int:
-        """Calls made to repair an output error."""
-        return sum(1 for a in self.attempts if a.kind == "repair")
+        """Calls that spent the repair budget: repairs of an output error and
+        continuations of an answer cut at its token limit."""
+        return sum(1 for a in self.attempts if a.kind in ("repair", "continuation"))
 
     def to_jsonl(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
         """Write one JSON line per call (with the schema and model names), secrets redacted.
@@ -277,15 +280,31 @@ class Result(Generic[SchemaT]):
     Attributes:
         output: The validated schema instance; a run never returns an invalid one.
         trace: Every call made.
+        advisories: Advisory checks that still failed when their repairs were spent; the
+            run went on with their steps (`arq.checks.severity`). Empty when none did.
     """
 
     output: SchemaT
     trace: Trace
+    advisories: tuple[AdvisoryFailure, ...] = ()
 
     @property
     def usage(self) -> Usage:
         """Tokens summed over every call, repairs and retries included."""
         return self.trace.usage
+
+
+def _step_dict(step: StepRecord) -> dict[str, Any]:
+    """A step record as JSON-like data; `advisory` only when it has any."""
+    record = {
+        "name": step.name,
+        "value": step.value,
+        "elapsed": round(step.elapsed, 6),
+        "error": step.error,
+    }
+    if step.advisory:
+        record["advisory"] = list(step.advisory)
+    return record
 
 
 def _finite(value: Any) -> Any:

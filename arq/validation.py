@@ -31,7 +31,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import CoreConfig, CoreSchema, SchemaValidator
 
 from arq.checks import CrossCheck
-from arq.errors import NO_VALUE, SchemaError, StepError
+from arq.checks.severity import AdvisoryFailure
+from arq.errors import NO_VALUE, InvalidArgumentError, SchemaError, StepError
+from arq.outcome import Unconverged
 from arq.schema import Reasoning, Step, _cached, cross_checks, steps
 
 SchemaT = TypeVar("SchemaT", bound=Reasoning)
@@ -277,6 +279,8 @@ class StepChecker(Generic[SchemaT]):
         self._order = {name: i for i, name in enumerate(self._steps)}
         self.accepted: dict[str, Any] = {}
         self.raw: dict[str, Any] = {}
+        self.waived: set[str] = set()  # advisory checks whose failures are let through
+        self.advisories: list[AdvisoryFailure] = []  # their failures, kept steps only
         for name, value in (accepted or {}).items():
             self.accept(name, value)
 
@@ -319,16 +323,33 @@ class StepChecker(Generic[SchemaT]):
         except (ValueError, AssertionError) as exc:
             target = check.repair or max(check.steps, key=self._order.__getitem__)
             message = str(exc) or f"check {check.name} failed"
+            if check.advisory and check.name in self.waived:
+                value = self.raw.get(target)
+                failure = AdvisoryFailure(check.name, target, message, check.steps, value)
+                self.advisories.append(failure)
+                return
             error = {"type": "check_failed", "loc": (target,), "msg": message, "input": None}
             value = self.raw.get(target, NO_VALUE)
             text = written if target == name else None  # the text known is `name`'s alone
             raise _step_error(self._steps[target], [error], check.name, value, text) from None
 
     def rollback(self, name: str) -> None:
-        """Forget step `name` and every later step (a repair redoes them)."""
+        """Forget step `name` and every later step (a repair redoes them), and the advisory
+        failures of checks that read any of them (they run again)."""
         start = self._order[name]
         for later in [n for n in self.accepted if self._order[n] >= start]:
             del self.accepted[later], self.raw[later]
+        self.advisories = [
+            a for a in self.advisories if all(self._order[s] < start for s in a.steps)
+        ]
+
+    def is_advisory(self, check: str | None) -> bool:
+        """Whether `check` names an advisory cross-step check of the schema."""
+        return any(c.name == check and c.advisory for c in self._checks)
+
+    def waive_advisory(self) -> None:
+        """Let every advisory check's failures through from now on (no repair left)."""
+        self.waived.update(c.name for c in self._checks if c.advisory)
 
     def missing(self) -> list[str]:
         """Required steps not accepted yet, in order."""
@@ -368,7 +389,22 @@ def budget_error(step: Step, limit: int) -> StepError:
 def validate_output(
     schema: type[SchemaT], output: Mapping[str, Any], *, context: Mapping[str, Any] | None = None
 ) -> SchemaT:
-    """Validate a whole recorded output step by step; the first failure raises `StepError`."""
+    """Validate a whole recorded output step by step; the first failure raises `StepError`.
+
+    Raises:
+        StepError: A step failed its checks.
+        InvalidArgumentError: `output` is not a mapping of step values (an
+            `arq.Unconverged` is refused: a run that did not converge has no output).
+    """
+    if isinstance(output, Unconverged):
+        raise InvalidArgumentError(
+            f"this {schema.__name__} run did not converge ({output.reason}): it has no"
+            " validated output to check"
+        )
+    if not isinstance(output, Mapping):
+        raise InvalidArgumentError(
+            f"validate_output takes a mapping of step values, not {type(output).__name__}"
+        )
     checker = StepChecker(schema, context=context)
     for name, value in output.items():
         if name not in checker._steps:

@@ -451,6 +451,21 @@ def test_run_service_failure_exits_1_with_one_line(ticket: str) -> None:
     assert "401" in line
 
 
+def test_run_prints_a_continuation_after_a_cut(ticket: str) -> None:
+    with FakeOpenAIServer() as server:
+        server.script(
+            Truncated('{"summary": "router reboots", "order_id": "R-77'),
+            Reply('{"order_id": "R-7731", "team": "tech"}'),
+        )
+        result = run("run", ticket, "--base-url", server.base_url, "--model", "m")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    ok = lines.index('  ok   summary: "router reboots"')
+    assert lines[ok + 1].startswith("  FAIL order_id: the output ended")
+    assert lines[ok + 2] == "-- continuation 1: redo from 'order_id'"
+    assert lines[ok + 3] == '  ok   order_id: "R-7731"'
+
+
 def test_run_truncated_output_exits_1_with_one_line(ticket: str) -> None:
     with FakeOpenAIServer() as server:
         server.script(Truncated('{"summary": "router reb'))

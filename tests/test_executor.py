@@ -449,8 +449,8 @@ def test_a_step_over_its_token_budget_is_cut_and_repaired(server: FakeOpenAIServ
 # --- typed failures that are not retried blindly -------------------------------------------
 
 
-def test_truncation_raises_with_a_hint(server: FakeOpenAIServer) -> None:
-    server.script(Truncated(text(GOOD)[:60]))
+def test_truncation_before_any_accepted_step_raises_with_a_hint(server: FakeOpenAIServer) -> None:
+    server.script(Truncated(text(GOOD)[:20]))
     with pytest.raises(TruncatedOutputError, match="max_tokens"):
         executor(server).run(Ticket, CONTEXT)
     assert len(server.requests) == 1

@@ -18,7 +18,8 @@ from pydantic import Field
 import arq
 import arq.backends.openai
 from arq.backends.base import Backend, Capabilities, Chunk, OutputMode, Settings
-from arq.backends.openai import MAX_ENUM_CHARS, PROFILES, OpenAIBackend
+from arq.backends.enums import MAX_ENUM_CHARS
+from arq.backends.openai import PROFILES, OpenAIBackend
 from arq.errors import BackendError
 from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
 from arq.prompt import PromptBuilder, Request

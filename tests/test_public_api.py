@@ -35,6 +35,7 @@ EXPECTED = [
     "StepParser",
     "TemplateError",
     "TruncatedOutputError",
+    "Unconverged",
     "answer",
     "check",
     "checklist",

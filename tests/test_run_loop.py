@@ -68,6 +68,13 @@ def test_a_prefill_backend_gets_the_kept_steps_as_a_prefix() -> None:
     assert backend.requests[1].prefill == '{"summary": "a rebooting router", '
 
 
+def test_json_that_breaks_after_every_step_is_repaired_from_the_last_step() -> None:
+    backend = ScriptedBackend(json.dumps({**GOOD, "extra": 1}), json.dumps({"team": "tech"}))
+    loop = RunLoop(RunConfig(backend, max_repairs=1), Order, CONTEXT, ())
+    assert isinstance(_events(loop)[-1], OutputAccepted)
+    assert backend.requests[1].steps == ("team",)
+
+
 def test_the_repair_budget_of_the_config_ends_the_run() -> None:
     backend = ScriptedBackend(WRONG_ID)
     loop = RunLoop(RunConfig(backend, max_repairs=0), Order, CONTEXT, ())

@@ -21,27 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import json
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import openai
 
 from arq.backends.base import Capabilities, Chunk, Settings
+from arq.backends.enums import with_choices
 from arq.backends.openai_events import StreamEvents
-from arq.checks import AllowedValues
 from arq.errors import BackendError, InvalidArgumentError, StateError
-from arq.jsonschema import MAX_ENUM_VALUES, enum_values, json_schema
+from arq.jsonschema import json_schema
 from arq.prompt import Request
 from arq.retry import parse_retry_after
 from arq.trace import credential_header, redact, register_secret
 
 __all__ = ["PROFILES", "OpenAIBackend"]
-
-MAX_ENUM_CHARS = 7_500  # characters of the choices sent (OpenAI allows 15,000 in a large enum)
 
 PROFILES: dict[str, Capabilities] = {
     "openai": Capabilities(output="json_schema"),
@@ -173,7 +172,7 @@ class OpenAIBackend:
             # a constrained answer would start a new object: a continuation is unconstrained
             messages.append({"role": "assistant", "content": request.prefill})
         elif caps.output == "json_schema":
-            strict = _with_choices(
+            strict = with_choices(
                 json_schema(request.schema, "openai-strict", steps=request.steps), request
             )
             body["response_format"] = {
@@ -181,12 +180,12 @@ class OpenAIBackend:
                 "json_schema": {"name": name, "schema": strict, "strict": True},
             }
         elif caps.output == "json_object_schema":
-            schema = _with_choices(request.output_schema, request)
+            schema = with_choices(request.output_schema, request)
             body["response_format"] = {"type": "json_object", "schema": schema}
         elif caps.output == "json_object":
             body["response_format"] = {"type": "json_object"}
         elif caps.output == "tool":
-            strict = _with_choices(
+            strict = with_choices(
                 json_schema(request.schema, "openai-strict", steps=request.steps), request
             )
             function = {"name": name, "parameters": strict, "strict": True}
@@ -217,6 +216,92 @@ class OpenAIBackend:
                     yield chunk
         finally:
             await pieces.aclose()
+
+    async def complete(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """Send a prepared Chat Completions body as it is, without streaming (a batch line's
+        `body`); the completion as the server wrote it, and its request id.
+
+        Raises:
+            BackendError: the server answered with an error status, or the call failed.
+        """
+        rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        raw = await self._api(
+            lambda client: client.chat.completions.with_raw_response.create(
+                model=body.get("model", self.model),
+                messages=body.get("messages", []),
+                stream=False,
+                extra_body=rest or None,
+            )
+        )
+        try:
+            completion = json.loads(raw.text)
+        except ValueError:
+            completion = None
+        if not isinstance(completion, dict):
+            message = "the model service sent a completion that is not a JSON object"
+            raise BackendError(message, retryable=True, request_id=raw.request_id)
+        return completion, raw.request_id
+
+    async def submit_batch(self, path: str | os.PathLike[str], metadata: dict[str, str]) -> str:
+        """Upload a batch input file and start a Chat Completions batch of it; its id."""
+        upload = await self._api(lambda c: c.files.create(file=Path(path), purpose="batch"))
+        created = await self._api(
+            lambda c: c.batches.create(
+                input_file_id=upload.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata=metadata,
+            )
+        )
+        return str(created.id)
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        """A batch as the Batch API describes it (`status`, `output_file_id`, `errors`...)."""
+        found = await self._api(lambda c: c.batches.retrieve(batch_id))
+        return dict(found.model_dump(mode="json"))
+
+    async def batches(self) -> list[dict[str, Any]]:
+        """The batches the service lists, newest first."""
+        client = self._client()
+        if isinstance(client, openai.OpenAI):
+            listed = await _guarded(
+                asyncio.to_thread(list, client.batches.list(limit=100)), reading=True
+            )
+            return [b.model_dump(mode="json") for b in listed]
+
+        async def every() -> list[dict[str, Any]]:
+            return [b.model_dump(mode="json") async for b in client.batches.list(limit=100)]
+
+        return await _guarded(every(), reading=True)
+
+    async def download(self, file_id: str, path: str | os.PathLike[str]) -> None:
+        """Write a file of the service to `path` as it arrives."""
+        client = self._client()
+        if isinstance(client, openai.OpenAI):
+
+            def fetch_sync() -> None:
+                with client.files.with_streaming_response.content(file_id) as response:
+                    response.stream_to_file(path)
+
+            await _guarded(asyncio.to_thread(fetch_sync), reading=True)
+            return
+
+        async def fetch() -> None:
+            async with client.files.with_streaming_response.content(file_id) as response:
+                await response.stream_to_file(path)
+
+        await _guarded(fetch(), reading=True)
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete a file of the service."""
+        await self._api(lambda c: c.files.delete(file_id))
+
+    async def _api(self, call: Callable[[Any], Any]) -> Any:
+        """`call(client)`: awaited on an async client, run on a thread for a sync one."""
+        client = self._client()
+        if isinstance(client, openai.OpenAI):
+            return await _guarded(asyncio.to_thread(call, client), reading=False)
+        return await _guarded(call(client), reading=False)
 
     async def aclose(self) -> None:
         """Close the clients this backend made (not one the user passed), each on its loop."""
@@ -400,41 +485,3 @@ def _translated(exc: Exception, *, reading: bool) -> BackendError | None:
             redact(f"the stream could not be read: {type(exc).__name__}: {exc}"), retryable=True
         )
     return None
-
-
-def _with_choices(schema: dict[str, Any], request: Request) -> dict[str, Any]:
-    """`schema` with each grounded step that has a list of choices (`one_of`, or the
-    quotes that fit a pattern) narrowed to them (an `enum`), so a server that enforces the
-    schema holds the value to them. As many values as the schema's own enums leave under
-    OpenAI's `MAX_ENUM_VALUES` and at most `MAX_ENUM_CHARS` characters in all, steps in
-    order, a step whose list does not fit skipped (OpenAI refuses larger enums); those, and
-    quotes of a whole source, are left to the check."""
-    properties = schema.get("properties", {})
-    choices: dict[str, AllowedValues] = {}
-    values, chars = MAX_ENUM_VALUES - enum_values(schema), MAX_ENUM_CHARS
-    for step, held in request.allowed.items():
-        if held.choices is None or step not in properties:
-            continue
-        size = sum(len(choice) for choice in held.choices)
-        if len(held.choices) <= values and size <= chars:
-            choices[step] = held
-            values, chars = values - len(held.choices), chars - size
-    if not choices:
-        return schema
-    narrowed = copy.deepcopy(schema)
-    for step, held in choices.items():
-        _string_part(narrowed["properties"][step], items=held.items)["enum"] = list(
-            held.choices or ()
-        )
-    return narrowed
-
-
-def _string_part(prop: dict[str, Any], *, items: bool) -> dict[str, Any]:
-    """Where a step's strings are in its JSON Schema: the property, a list's `items`, or
-    the string branch of an `anyOf` with null (so null stays allowed)."""
-    target: dict[str, Any] = prop["items"] if items else prop
-    for branch in target.get("anyOf", ()):
-        if branch.get("type") == "string":
-            string: dict[str, Any] = branch
-            return string
-    return target

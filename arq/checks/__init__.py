@@ -17,6 +17,9 @@ Two kinds of check, both one line to write:
 A failed check becomes a precise repair turn, so the message should say what is wrong in
 terms the model can act on.
 
+A cross-step check can be `advisory=True`: once its own repairs are spent, its failure is
+recorded and the run goes on (`severity`).
+
 The rooms: `context` (the field checks), `cross` (cross-step checks), `allowed` (grounding:
 what the field checks allow, as data a backend can enforce while decoding), `shape` (what a
 step's JSON Schema allows) and `dates` (dates written in text).
@@ -27,8 +30,10 @@ from __future__ import annotations
 from arq.checks.allowed import AllowedValues, allowed_values
 from arq.checks.context import coverage_problem, covers, date_in, one_of, quoted, verbatim_in
 from arq.checks.cross import CrossCheck, check, declared_checks
+from arq.checks.severity import AdvisoryFailure
 
 __all__ = [
+    "AdvisoryFailure",
     "AllowedValues",
     "CrossCheck",
     "allowed_values",

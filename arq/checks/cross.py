@@ -23,13 +23,16 @@ _CHECK_ATTR = "__arq_check__"
 
 @dataclass(frozen=True)
 class CrossCheck:
-    """A check over several steps; `repair` is the step to redo when it fails."""
+    """A check over several steps; `repair` is the step to redo when it fails; an
+    `advisory` check's failure is let through once its own repairs are spent
+    (`arq.checks.severity`)."""
 
     name: str
     steps: tuple[str, ...]
     repair: str | None
     function: Callable[..., object]
     wants_context: bool
+    advisory: bool = False
 
     def run(self, values: Mapping[str, Any], context: Mapping[str, Any] | None) -> None:
         """Call the check with the step values it reads (and the context, if it asks)."""
@@ -39,13 +42,20 @@ class CrossCheck:
         self.function(**kwargs)
 
 
-def check(*steps: str, repair: str | None = None) -> Callable[[Callable[P, R]], staticmethod[P, R]]:
+def check(
+    *steps: str, repair: str | None = None, advisory: bool = False
+) -> Callable[[Callable[P, R]], staticmethod[P, R]]:
     """Declare a cross-step check inside a `Reasoning` class body.
 
     The function takes the named steps as keyword arguments (and `context`, if it declares
     a parameter of that name) and raises `ValueError` or `AssertionError` to reject. It
     runs as soon as every named step is complete. When it fails, the step named by
     `repair` is repaired, by default the latest step it reads.
+
+    An `advisory` check guards attention rather than what the caller relies on: it is
+    repaired within its own budget (`Executor(advisory_repairs=1)`), and if it still
+    fails, the run goes on and the failure is recorded on the result
+    (`Result.advisories`) and in the trace (`arq.checks.severity`).
     """
 
     def decorate(function: Callable[P, R]) -> staticmethod[P, R]:
@@ -56,6 +66,7 @@ def check(*steps: str, repair: str | None = None) -> Callable[[Callable[P, R]], 
             repair=repair,
             function=function,
             wants_context="context" in parameters,
+            advisory=advisory,
         )
         setattr(function, _CHECK_ATTR, spec)
         return staticmethod(function)

@@ -6,6 +6,7 @@
     arq lint SCHEMA [--dialect openai-strict|json-schema]
     arq export SCHEMA [--dialect ...] [--steps a,b]
     arq eval SCHEMA DATASET --scorers SPEC [--strategies a,b] [--repeats K] [--out DIR]
+    arq batch prepare|run|ingest|loop ...
 
 Each subcommand is a module of `arq.cli` that declares its arguments (`add_arguments`) and
 runs (`command`). SCHEMA is `package.module:Class`, `path/to/file.py:Class` or a stock
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, TextIO
 
+import arq.cli.batch as batch
 import arq.cli.eval as evaluation
 import arq.cli.export as export
 import arq.cli.lint as lint
@@ -32,6 +34,7 @@ import arq.cli.validate as validate
 from arq import __version__
 from arq.cli.output import fail
 from arq.errors import ArqError, BackendError, DeadlineExceededError, OutputError, UsageError
+from arq.telemetry.export import exporting
 
 __all__ = ["cli", "main"]
 
@@ -53,7 +56,10 @@ COMMANDS: dict[str, _Command] = {
     "lint": lint,
     "export": export,
     "eval": evaluation,
+    "batch": batch,
 }
+_MODEL_COMMANDS = ("run", "eval")  # the commands that call a model
+
 # the model failed to give a valid answer (exit 1), as opposed to bad input (exit 2)
 _RUN_FAILURES = (OutputError, BackendError, DeadlineExceededError)
 
@@ -82,6 +88,9 @@ def cli(
     parser = _parser((out, err))
     try:
         args = parser.parse_args(None if argv is None else list(argv))
+        if args.command in _MODEL_COMMANDS:
+            with exporting(err):  # spans and metrics, when OTEL_*_EXPORTER asks for them
+                return COMMANDS[args.command].command(args, out, err)
         return COMMANDS[args.command].command(args, out, err)
     except _ParserExit as done:
         return done.status
@@ -136,6 +145,7 @@ def _parser(streams: tuple[TextIO, TextIO]) -> _Parser:
         sub: _Parser = commands.add_parser(
             name, help=command.HELP, description=command.HELP, streams=streams
         )
-        sub.add_argument("schema", metavar="SCHEMA", help="module:Class, file.py:Class or name")
+        if getattr(command, "SCHEMA", True):  # a command with steps takes its own
+            sub.add_argument("schema", metavar="SCHEMA", help="module:Class, file.py:Class or name")
         command.add_arguments(sub)
     return parser

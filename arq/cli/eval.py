@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=0, metavar="S", help="repeat r uses S + r (default 0)")
     add("--max-repairs", type=at_least(0), default=2, metavar="N", help="for arq (default 2)")
     add("--max-tokens", type=at_least(1), metavar="N", help="output limit per call")
+    add("--unconverged", choices=("raise", "return"), default="raise", help="when repairs do "
+        "not converge: raise ConvergenceError (default), or return what the run has, "
+        "recorded as Unconverged (not answered)")  # fmt: skip
     add_model_options(parser)
     add("--limit", type=at_least(1), metavar="N", help="the first N items only")
     add("--out", metavar="DIR", help="write report.md, report.json and report.png there")
@@ -92,6 +95,7 @@ def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             max_repairs=args.max_repairs,
             max_tokens=args.max_tokens,
             progress=False if args.no_progress else err,
+            unconverged=args.unconverged,
         )
     finally:
         asyncio.run(model.aclose())

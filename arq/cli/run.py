@@ -96,7 +96,7 @@ async def _events(
             elif isinstance(event, RepairStarted):
                 reason = one_line(event.reason)
                 because = "" if reason == failure else f": {reason}"
-                write(f"-- repair {event.attempt - 1}: redo from {event.step!r}{because}")
+                write(f"-- {event.kind} {event.attempt - 1}: redo from {event.step!r}{because}")
             elif isinstance(event, RetryScheduled):
                 write(f"-- retry in {event.wait:.1f} s: {one_line(str(event.error))}")
             elif isinstance(event, OutputAccepted):

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from pydantic import BaseModel
+
 from arq.backends.base import Backend
 from arq.errors import (
     ArqError,
@@ -49,6 +51,7 @@ from arq.eval.strategies import (
     strategy_named,
 )
 from arq.executor import Executor
+from arq.outcome import Unconverged, UnconvergedPolicy
 from arq.schema import Reasoning
 from arq.trace import Result, Trace
 from arq.validation import validate_output
@@ -59,6 +62,7 @@ Scorer = Callable[[Any, Mapping[str, Any]], bool]
 """`(output, item) -> bool`: the output (the answer steps, for `cot` and `direct`) and the
 dataset item (with its `context` and `expect`)."""
 Schemas = type[Reasoning] | Mapping[str, type[Reasoning]]
+Outcome = Result[Any] | Unconverged[Any] | ArqError
 
 
 # --- evaluating ----------------------------------------------------------------------------------
@@ -79,6 +83,7 @@ class _Job:
     seed: int | None
     max_repairs: int
     max_tokens: int | None
+    unconverged: UnconvergedPolicy = "raise"
 
     def seed_of(self, repeat: int) -> int | None:
         """The sampling seed of a repeat: the base seed + `repeat`, or None."""
@@ -98,6 +103,7 @@ class _Job:
             "seeds": [self.seed_of(r) for r in range(self.repeats)],
             "max_repairs": self.max_repairs,
             "max_tokens": self.max_tokens,
+            "unconverged": self.unconverged,
             "concurrency": self.concurrency,
             "items": len(self.items),
             "scorers": list(self.scorers),
@@ -118,6 +124,7 @@ class _Job:
                     repair_temperature=self.repair_temperature,
                     max_tokens=self.max_tokens,
                     seed=self.seed_of(repeat),
+                    unconverged=self.unconverged,
                 )
                 label = f"{strategy.name} r{repeat + 1}/{self.repeats}"
                 run = _Run(strategy, repeat, self.seed_of(repeat), plans, self.scorers, metered)
@@ -151,10 +158,10 @@ class _Run:
 
     def on_result(
         self, group: Sequence[dict[str, Any]], bar: ProgressBar, label: str
-    ) -> Callable[[int, Result[Any] | ArqError], None]:
+    ) -> Callable[[int, Outcome], None]:
         """The `amap` callback for one group of items: score the run, tick the bar."""
 
-        def done(index: int, outcome: Result[Any] | ArqError) -> None:
+        def done(index: int, outcome: Outcome) -> None:
             result = _outcome(self, group[index], outcome, self.metered.take())
             self.outcomes.append(result)
             bar.tick(result.success, label)
@@ -177,6 +184,7 @@ def evaluate(
     max_repairs: int = 2,
     max_tokens: int | None = None,
     progress: bool | TextIO = True,
+    unconverged: UnconvergedPolicy = "raise",
 ) -> EvalReport:
     """Run every strategy `repeats` times on every item and score the outputs.
 
@@ -196,6 +204,10 @@ def evaluate(
         seed: The base seed; None leaves sampling unseeded.
         max_repairs: Repairs allowed to `arq` (the unchecked strategies get none).
         progress: A progress bar on stderr (True), on a given stream, or none (False).
+        unconverged: The executor's policy when repairs do not converge (as
+            `arq.Executor`'s): with "return", such a run is recorded with its error type
+            `Unconverged`, its accepted steps and last values in `RunOutcome.unconverged`,
+            and no output (it is not answered).
 
     Raises:
         DatasetError: an item is malformed or names a schema that was not given.
@@ -215,6 +227,7 @@ def evaluate(
         max_repairs=max_repairs,
         max_tokens=max_tokens,
         progress=progress,
+        unconverged=unconverged,
     )
     try:
         asyncio.get_running_loop()
@@ -239,6 +252,7 @@ async def aevaluate(
     max_repairs: int = 2,
     max_tokens: int | None = None,
     progress: bool | TextIO = True,
+    unconverged: UnconvergedPolicy = "raise",
 ) -> EvalReport:
     """`evaluate`, on the running event loop."""
     schemas = _schemas(schema)
@@ -261,6 +275,7 @@ async def aevaluate(
         seed=seed,
         max_repairs=max_repairs,
         max_tokens=max_tokens,
+        unconverged=unconverged,
     )
     stream = sys.stderr if progress is True else (progress or None)
     bar = ProgressBar(len(chosen) * repeats * len(items), stream)
@@ -349,11 +364,19 @@ def named_scorers(scorers: Mapping[str, Scorer] | Sequence[Scorer]) -> dict[str,
     return named
 
 
-def _outcome(
-    run: _Run, item: dict[str, Any], outcome: Result[Any] | ArqError, tally: Tally | None
-) -> RunOutcome:
+def _outcome(run: _Run, item: dict[str, Any], outcome: Outcome, tally: Tally | None) -> RunOutcome:
     plan = run.plan(item)
     common = _measures(run, plan, item, outcome, tally)
+    if isinstance(outcome, Unconverged):
+        last = outcome.last_error
+        return RunOutcome(
+            **common,
+            success=False,
+            error_type="Unconverged",
+            error=outcome.reason,
+            failed_step=last.step if isinstance(last, StepError | OutputParseError) else None,
+            unconverged={**_json(outcome.accepted), **outcome.remaining},
+        )
     if isinstance(outcome, ArqError):
         failure = outcome.last_error if isinstance(outcome, ConvergenceError) else outcome
         step = failure.step if isinstance(failure, StepError | OutputParseError) else None
@@ -384,7 +407,7 @@ def _measures(
     run: _Run,
     plan: Plan,
     item: dict[str, Any],
-    outcome: Result[Any] | ArqError,
+    outcome: Outcome,
     tally: Tally | None,
 ) -> dict[str, Any]:
     """What every outcome records: the run, and its cost from the trace or else the tally."""
@@ -399,14 +422,16 @@ def _measures(
         "calls": 0 if tally is None else tally.calls,
         "output_tokens": 0 if tally is None else max(tally.reported, tally.chunks),
     }
-    trace = outcome.trace if isinstance(outcome, Result | ConvergenceError) else None
+    trace = outcome.trace if isinstance(outcome, Result | ConvergenceError | Unconverged) else None
     if isinstance(trace, Trace):
         usage = trace.usage
         common |= {
             "calls": len(trace.attempts),
             "repairs": trace.repairs,
             "repaired_steps": tuple(
-                a.request.steps[0] for a in trace.attempts if a.kind == "repair" and a.request.steps
+                a.request.steps[0]
+                for a in trace.attempts
+                if a.kind in ("repair", "continuation") and a.request.steps
             ),
             "prompt_tokens": usage.prompt_tokens,
             "output_tokens": usage.completion_tokens,
@@ -439,3 +464,11 @@ def _scores(
         except Exception as exc:
             scores[name], errors[name] = False, f"{type(exc).__name__}: {exc}"
     return scores, errors
+
+
+def _json(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated step values as JSON-like data (a nested model as a dict)."""
+    return {
+        name: value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        for name, value in values.items()
+    }

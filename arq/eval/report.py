@@ -61,6 +61,9 @@ class RunOutcome:
         output_tokens: Output tokens over every call.
         tokens_estimated: Some count was estimated (a stream closed early reports none).
         latency: Seconds from the run's first call to its end; None when no call was made.
+        unconverged: With the `unconverged="return"` policy, a run whose repairs did not
+            converge: its accepted steps and the last value of each other step (not
+            validated; `output` stays None). None otherwise.
     """
 
     item: str
@@ -83,6 +86,7 @@ class RunOutcome:
     output_tokens: int = 0
     tokens_estimated: bool = False
     latency: float | None = None
+    unconverged: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

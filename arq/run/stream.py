@@ -176,7 +176,8 @@ class StreamReader:
             self.attempt.steps.append(StepRecord(name, value, elapsed, str(error)))
             self.attempt.stopped_early = not self.done
             raise
-        self.attempt.steps.append(StepRecord(name, value, elapsed))
+        advisory = tuple(a.message for a in self.checker.advisories if name in a.steps)
+        self.attempt.steps.append(StepRecord(name, value, elapsed, advisory=advisory))
         return StepAccepted(name, accepted, self.attempt.number)
 
     def _count_step_tokens(self) -> None:

@@ -7,8 +7,9 @@ backend.requests[1].steps        # what the repair asked for
 ```
 
 Each call streams the next scripted reply, cut into small chunks, and reports usage. A
-reply may also be a callable that gets the `Request` and returns the text, or an exception
-to raise (a `BackendError` to test retries).
+reply may also be a callable that gets the `Request` and returns the text, an exception
+to raise (a `BackendError` to test retries), or a `Reply` for its text and finish reason
+(`Truncated(text)`: cut at the token limit).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 from arq.backends.base import Capabilities, Chunk, Settings
 from arq.errors import AssertionFailed
 from arq.prompt import Request
-from arq.testing.replies import split_pieces
+from arq.testing.replies import Reply, split_pieces
 from arq.trace import Usage, estimate_tokens
 
 __all__ = ["ScriptedBackend", "ScriptedReply"]
 
-ScriptedReply = str | Callable[[Request], str] | BaseException
+ScriptedReply = str | Callable[[Request], str] | BaseException | Reply
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,17 @@ class ScriptedBackend:
 
     Args:
         replies: The text of each call (the whole object, or its continuation after
-            `request.prefill`), a callable making it from the request, or an exception.
+            `request.prefill`), a callable making it from the request, an exception, or
+            a `Reply` (its text and finish reason; its other options are not used).
         capabilities: What the backend claims to support (prefill, output mode).
         finish_reason: Sent with the last chunk of every reply.
         name: The model name traces show.
     """
+
+    provider_name = "arq.scripted"
+    """`gen_ai.provider.name` of its calls in OpenTelemetry spans."""
+    in_process = True
+    """No service is called: its call spans are INTERNAL, not CLIENT."""
 
     def __init__(
         self,
@@ -76,13 +83,17 @@ class ScriptedBackend:
         reply = self._replies.pop(0)
         if isinstance(reply, BaseException):
             raise reply
-        text = reply(request) if callable(reply) else reply
+        finish_reason = self._finish_reason
+        if isinstance(reply, Reply):
+            text, finish_reason = reply.text, reply.finish_reason
+        else:
+            text = reply(request) if callable(reply) else reply
         pieces = split_pieces(text)
         for piece in pieces:
             yield Chunk(text=piece)
         prompt = estimate_tokens(request.prompt_chars())
         usage = Usage(prompt_tokens=prompt, completion_tokens=len(pieces))
-        yield Chunk(finish_reason=self._finish_reason, usage=usage)
+        yield Chunk(finish_reason=finish_reason, usage=usage)
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -10,7 +10,8 @@ with FakeOpenAIServer() as server:
 
 The server speaks enough HTTP/1.1 for httpx (keep-alive, chunked SSE streams) from an
 asyncio loop in a background thread, so many slow streams can run at once. It serves
-`POST .../chat/completions` and `GET .../models`, and binds 127.0.0.1 only.
+`POST .../chat/completions`, `GET .../models`, and the Files and Batches endpoints
+(`arq.testing.batches`), and binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from arq.errors import ArqError, StateError
+from arq.testing.batches import BatchAPI
 from arq.testing.replies import (
     FaultEvent,
     ReceivedRequest,
@@ -54,6 +56,8 @@ class FakeOpenAIServer:
         """Make a stopped server; `model` is listed by /models and used when none is asked."""
         self.model = model
         self.responder: Responder | None = None
+        self.batches = BatchAPI(model)
+        """Files and batches; `batches.outcome` chooses how the next batches end."""
         self._lock = threading.Lock()
         self._script: deque[Scripted] = deque()
         self._requests: list[ReceivedRequest] = []
@@ -105,11 +109,12 @@ class FakeOpenAIServer:
             self._script.extend(checked)
 
     def reset(self) -> None:
-        """Forget the queue, the received requests and the responder."""
+        """Forget the queue, the received requests, the responder, the files and batches."""
         with self._lock:
             self._script.clear()
             self._requests.clear()
         self.responder = None
+        self.batches = BatchAPI(self.model)
 
     def start(self, timeout: float = 5.0) -> FakeOpenAIServer:
         """Bind a free port on 127.0.0.1; returns once the server accepts connections."""
@@ -199,7 +204,7 @@ class FakeOpenAIServer:
             self._requests.append(rec)
             serial = len(self._requests)
         try:
-            await self._answer(conn, rec, serial, keep)
+            await self._answer(conn, rec, serial, keep, raw)
         except _ClientGone:
             rec.disconnected_early = True
             return False
@@ -207,10 +212,18 @@ class FakeOpenAIServer:
             rec._done.set()
         return keep and rec.completed
 
-    async def _answer(self, conn: _Conn, rec: ReceivedRequest, serial: int, keep: bool) -> None:
+    async def _answer(
+        self, conn: _Conn, rec: ReceivedRequest, serial: int, keep: bool, raw: bytes
+    ) -> None:
         """Route one request and write its answer, recording how much of it went out."""
         extra = [("x-request-id", f"req_fake{serial}")]
         extra.append(("Connection", "keep-alive" if keep else "close"))
+        if self.batches.handles(rec.path):
+            code, data, kind = self.batches.answer(rec, raw, lambda r: self._next_reply(r, serial))
+            length = [("Content-Type", kind), ("Content-Length", str(len(data)))]
+            await conn.send(_head(code, [*length, *extra]) + data)
+            rec.completed = True
+            return
         if rec.method == "GET" and rec.path.rstrip("/").endswith("/models"):
             model = {"id": self.model, "object": "model", "created": 0, "owned_by": "arq"}
             await conn.send(_response(200, {"object": "list", "data": [model]}, extra))

@@ -103,6 +103,11 @@ class LlamaCppBackend:
             options that only apply to a model the backend loads.
     """
 
+    provider_name = "llama_cpp"
+    """`gen_ai.provider.name` of its calls in OpenTelemetry spans."""
+    in_process = True
+    """The model runs in this process: its call spans are INTERNAL, not CLIENT."""
+
     def __init__(
         self,
         model_path: str | os.PathLike[str] | None = None,
