@@ -10,9 +10,10 @@ blueprint, the convergence forms at N = 8 and 32), with the bundled model's voca
   request (`arq.backends.llamacpp.constraint`, grounding included); outlines-core turns
   the request's JSON Schema into a regex and builds its token index (grounding left out:
   a regex can only list quotes one by one, and has no complement for rejected values);
-- the wall time of a greedy answer on the real model, both libraries driven by the same
-  token loop and sampler (`arq.backends.llamacpp.decoding`), on the JSON Schema alone so
-  that both hold the same constraint.
+- the wall time of a greedy answer on the real model from an empty cache, and its output
+  tokens, both libraries driven by the same token loop and sampler
+  (`arq.backends.llamacpp.decoding`), on the JSON Schema alone so that both hold the same
+  constraint (outlines-core has no fast-forward tokens: each token is sampled).
 
 outlines-core needs `pip install outlines-core` (it is not one of arq's dependencies). A
 request whose index takes longer than `--skip-outlines-over` seconds to build is reported
@@ -132,8 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             "outlines index (s)": seconds,
         }
         plain = dataclasses.replace(request, allowed={})
-        row["llguidance answer (s)"] = answer(backend, plain, None)
-        row["outlines answer (s)"] = (
+        row["llguidance answer (s, tokens)"] = answer(backend, plain, None)
+        row["outlines answer (s, tokens)"] = (
             answer(backend, plain, index) if seconds <= args.skip_outlines_over else None
         )
         rows.append(row)
@@ -141,18 +142,23 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(backend.aclose())
 
 
-def answer(backend: Comparison, request: Any, index: Any) -> float:
-    """Seconds for a greedy answer, held by outlines-core's `index`, or by llguidance."""
+def answer(backend: Comparison, request: Any, index: Any) -> tuple[float, int]:
+    """Seconds for a greedy answer from an empty cache, and its output tokens, held by
+    outlines-core's `index`, or by llguidance."""
     backend.index = index
+    backend._llm.reset()  # the worker is idle: each answer reads its prompt afresh
+    tokens = 0
     try:
         start = time.perf_counter()
 
         async def run() -> None:
-            async for _ in backend.stream(request, Settings(max_tokens=512, temperature=0)):
-                pass
+            nonlocal tokens
+            async for chunk in backend.stream(request, Settings(max_tokens=512, temperature=0)):
+                if chunk.usage is not None:
+                    tokens = chunk.usage.completion_tokens
 
         asyncio.run(run())
-        return time.perf_counter() - start
+        return time.perf_counter() - start, tokens
     finally:
         backend.index = None
 
