@@ -44,6 +44,11 @@ NOT_RUN = {
     ("docs/reference/cli.md", "$ arq run mypkg.schemas:Ticket --context ticket.json --base-url "),
     ("docs/eval.md", "arq eval examples/scenarios/schema.py:SCHEMAS examples/scenarios"),
     ("docs/convergence.md", "pip install -e '.[plot]'"),
+    ("docs/concepts/executor.md", '@arq.check("condition", advisory=True)'),
+    (
+        "docs/concepts/executor.md",
+        'executor = arq.Executor(backend, max_repairs=2, unconverged="ret',
+    ),
     ("docs/how-to/telemetry.md", "python bench/telemetry_waterfall.py --seed 3"),
     (
         "docs/how-to/telemetry.md",
