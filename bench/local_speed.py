@@ -1,126 +1,176 @@
-"""The embedded model's speed: prompt evaluation, and generation with and without a grammar.
+"""The embedded model's wall time per answer on fixed requests, against another revision.
 
-    python bench/local_speed.py [--repeats 3] [--threads 1,2]
+    python bench/local_speed.py [--compare REF] [--repeats 5] [--threads 2]
 
-For each thread count it loads SmolLM2-135M through `LlamaCppBackend` and evaluates the
-prompt of a 16-step form (`convergence_tasks.py`) from an empty cache. Then it generates
-the form's answer greedily, side by side in each repeat:
+Each side loads `LlamaCppBackend` in a process of its own and answers the same fixed
+requests greedily, in order: the demo's first request (`examples/support_reply.py`: a
+quote, a list of objects, an enum), the stock guideline-adherence blueprint on its
+recorded broken-order context (a checklist of objects), and the convergence forms at N = 8 and 32
+(`convergence_tasks.py`, task seed 0: names quoted, ids and dates held to choices). For
+each it records the time to the first chunk (the prompt read, after the prefix the
+previous request left cached, and the first token) and the time to the whole answer.
+Tokens per second would mislead: a backend that writes forced tokens in batches spends
+fewer forward passes on the same answer.
 
-- through the backend, as a run sees it: with the form's names and ids grounded
-  (`Request.allowed`, as the executor builds it), and without;
-- through the backend with keys sampled (`write_keys=False`): the grammar still asked
-  about the picked token only;
-- through llama-cpp-python's own `Llama.generate` with the same grammar, which masks the
-  whole vocabulary before every token (what the backend did before its own token loop);
-- and the same number of tokens with no grammar at all (`Llama.generate`).
-
-It prints the median tokens per second of each over the repeats, and whether the greedy
-answers with keys written and sampled were the same text. Run it with the machine
-otherwise idle: two processes sharing the cores halve every figure.
+With `--compare REF` the revision REF (its `arq/` as git holds it) runs beside this tree,
+the two alternating which goes first in each repeat, on the same weights (both re-encode
+the bundled model into one cache folder of this run). It prints the medians of each side
+and their ratios (this tree / REF). Run it with the machine otherwise idle; figures from a
+busy machine still compare, since the sides alternate, but vary more.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
-from collections.abc import Sequence
+from io import BytesIO
+from pathlib import Path
 from typing import Any
 
-from convergence_tasks import make_task
-from llama_cpp.llama_grammar import LlamaGrammar
-
-import arq
-from arq.backends import LlamaCppBackend, Settings
-from arq.prompt import Request
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CASES = ("demo", "guidelines", "form-8", "form-32")
 
 
-def measure(threads: int, repeats: int) -> dict[str, float]:
-    backend = LlamaCppBackend(n_threads=threads, seed=0)
-    task = make_task(16, 0)
-    request = arq.PromptBuilder().build(task.schema, task.context)
-    tokens = backend.prompt_tokens(request)  # loads the model
-    llm = backend._llm  # the worker thread is idle between the calls below
-    backend._steering(request, tokens)  # builds the token table once, outside the timings
-    settings = Settings(max_tokens=400, temperature=0.0, seed=0)
-    found: dict[str, list[float]] = {
-        "prompt": [],
-        "grounded": [],
-        "grammar": [],
-        "keys sampled": [],
-        "llama.cpp grammar": [],
-        "free": [],
+def requests() -> dict[str, Any]:
+    """The fixed requests, built by the arq this interpreter imports."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import support_reply
+    from convergence_tasks import make_task
+
+    import arq
+    from arq.blueprints import guideline_adherence
+
+    builder = arq.PromptBuilder()
+    found = {"demo": builder.build(support_reply.Reply, support_reply.CONTEXT)}
+    record = json.loads((ROOT / "tests/blueprint_records/guideline_adherence.json").read_text())
+    context = record["contexts"]["broken-order"]
+    schema = guideline_adherence.for_guidelines(context["guidelines"])
+    found["guidelines"] = builder.build(schema, context)
+    for n in (8, 32):
+        task = make_task(n, 0)
+        found[f"form-{n}"] = builder.build(task.schema, task.context)
+    return found
+
+
+async def answer(backend: Any, request: Any) -> dict[str, Any]:
+    from arq.backends import Settings
+
+    start = time.perf_counter()
+    first, text, usage = None, [], None
+    async for chunk in backend.stream(request, Settings(max_tokens=512, temperature=0.0)):
+        if first is None:
+            first = time.perf_counter() - start
+        text.append(chunk.text)
+        usage = chunk.usage or usage
+    return {
+        "first_chunk": first,
+        "answer": time.perf_counter() - start,
+        "tokens": usage.completion_tokens if usage else None,
+        "text": "".join(text),
     }
-    same_text: list[bool] = []
 
-    async def generate(req: Request) -> tuple[int, float, str]:
-        start = time.perf_counter()
-        chunks = [c async for c in backend.stream(req, settings)]
-        usage = chunks[-1].usage
-        assert usage is not None
-        text = "".join(c.text for c in chunks)
-        return usage.completion_tokens, time.perf_counter() - start, text
 
-    try:
-        for _ in range(repeats):
-            llm.reset()
-            start = time.perf_counter()
-            llm.eval(tokens)
-            found["prompt"].append(len(tokens) / (time.perf_counter() - start))
-            # the prompt is evaluated now: what follows times generation alone
-            count, seconds, _ = asyncio.run(generate(request))
-            found["grounded"].append(count / seconds)
-            plain = dataclasses.replace(request, allowed={})
-            count, seconds, written = asyncio.run(generate(plain))
-            found["grammar"].append(count / seconds)
-            backend._write_keys = False  # the option, switched between two idle requests
-            count, seconds, sampled = asyncio.run(generate(plain))
-            backend._write_keys = True
-            found["keys sampled"].append(count / seconds)
-            same_text.append(written == sampled)
-            grammar = LlamaGrammar.from_string(backend._grammar(plain), verbose=False)
-            found["llama.cpp grammar"].append(generation(llm, tokens, count, grammar))
-            found["free"].append(generation(llm, tokens, count, None))
-    finally:
-        asyncio.run(backend.aclose())
-    print(
-        f"threads={threads}: prompt of {len(tokens)} tokens evaluated at"
-        f" {statistics.median(found['prompt']):.0f} tokens/s; generation"
-        f" {statistics.median(found['grounded']):.1f} tokens/s under the grammar with"
-        f" {len(request.allowed)} steps grounded,"
-        f" {statistics.median(found['grammar']):.1f} tokens/s under the grammar alone,"
-        f" {statistics.median(found['keys sampled']):.1f} tokens/s with keys sampled"
-        f" ({sum(same_text)}/{len(same_text)} answers the same text as with keys written),"
-        f" {statistics.median(found['llama.cpp grammar']):.1f} tokens/s with llama.cpp's own"
-        f" grammar sampling, {statistics.median(found['free']):.1f} tokens/s with no grammar"
-        f" (medians of {repeats})",
-        flush=True,
+def child(threads: int) -> None:
+    """Answer every fixed request once; print one JSON line of figures."""
+    from arq.backends import LlamaCppBackend
+
+    fixed = requests()
+    backend = LlamaCppBackend(n_threads=threads, seed=0)
+    start = time.perf_counter()
+    backend.prompt_tokens(fixed["demo"])  # loads the model
+    loaded = time.perf_counter() - start
+
+    async def run() -> dict[str, Any]:
+        try:
+            return {case: await answer(backend, fixed[case]) for case in CASES}
+        finally:
+            await backend.aclose()
+
+    print(json.dumps({"load": loaded, "cases": asyncio.run(run())}))
+
+
+def tree_of(ref: str, into: Path) -> Path:
+    """`ref`'s files (as git holds them) written under `into`."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def side(tree: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(HERE / "local_speed.py"), "--child", "--threads", str(threads)],
+        cwd=tree,
+        env={**env, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    return {name: statistics.median(values) for name, values in found.items()}
+    if done.returncode != 0:
+        raise SystemExit(f"the run in {tree.name} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
-def generation(llm: Any, prompt: list[int], count: int, grammar: Any) -> float:
-    """Tokens/s of `Llama.generate` writing `count` tokens greedily under `grammar` (or
-    none), its sampler chain masking the whole vocabulary before each token."""
-    start, made = time.perf_counter(), 0
-    generator = llm.generate(prompt, temp=0.0, grammar=grammar)  # the prompt is cached
-    for _ in generator:
-        made += 1
-        if made >= count:
-            break
-    generator.close()
-    return made / (time.perf_counter() - start)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--compare", metavar="REF", help="a git revision to run beside")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for threads in (int(t) for t in args.threads.split(",")):
-        measure(threads, args.repeats)
+    if args.child:
+        child(args.threads)
+        return
+    with tempfile.TemporaryDirectory(prefix="arq-speed-") as scratch:
+        env = {**os.environ, "ARQ_CACHE_DIR": str(Path(scratch) / "weights")}
+        env.pop("ARQ_MODEL", None)
+        trees = {"this tree": ROOT}
+        if args.compare:
+            trees[args.compare] = tree_of(args.compare, Path(scratch) / "other")
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        for repeat in range(args.repeats):
+            order = list(trees) if repeat % 2 == 0 else list(reversed(trees))
+            for name in order:
+                runs[name].append(side(trees[name], args.threads, env))
+                print(f"repeat {repeat + 1}/{args.repeats}: {name} done", flush=True)
+    report(runs, args)
+
+
+def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    print(f"\nmedians of {args.repeats} runs, {args.threads} threads, greedy, max 512 tokens")
+    medians: dict[str, dict[str, float]] = {}
+    for name, found in runs.items():
+        medians[name] = {"load": statistics.median(r["load"] for r in found)}
+        for case in CASES:
+            for figure in ("first_chunk", "answer"):
+                medians[name][f"{case} {figure}"] = statistics.median(
+                    r["cases"][case][figure] for r in found
+                )
+        tokens = {case: found[0]["cases"][case]["tokens"] for case in CASES}
+        same = all(len({r["cases"][case]["text"] for r in found}) == 1 for case in CASES)
+        print(f"{name}: output tokens {tokens}; same answers every repeat: {same}")
+    names = list(medians)
+    rows = [f"{'figure (s)':<22}" + "".join(f"{n:>14}" for n in names)]
+    if len(names) == 2:
+        rows[0] += f"{'ratio':>10}"
+    for key in medians[names[0]]:
+        row = f"{key:<22}" + "".join(f"{medians[n][key]:>14.3f}" for n in names)
+        if len(names) == 2:
+            row += f"{medians[names[0]][key] / medians[names[1]][key]:>10.2f}"
+        rows.append(row)
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

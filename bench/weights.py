@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +32,7 @@ SINGLE = 32  # tokens evaluated one at a time after the prompt
 def measure(backend: LlamaCppBackend, prompt: list[int]) -> tuple[float, float]:
     """Seconds to evaluate `prompt` from nothing, and milliseconds per token after it."""
     llm = backend._llm  # loaded; the worker thread is idle
-    llm.reset()
-    llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    llm.reset()  # `eval` drops the cache after `n_tokens`, now 0
     start = time.perf_counter()
     llm.eval(prompt)
     read = time.perf_counter() - start
@@ -49,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     task = make_task(args.n, 0)
     request = arq.PromptBuilder().build(task.schema, task.context)
+    kept = tempfile.TemporaryDirectory(prefix="arq-weights-")  # the copies, to weigh them
     backends = {
-        label: LlamaCppBackend(n_ctx=8192, n_threads=1, weights=weights)
+        label: LlamaCppBackend(n_ctx=8192, n_threads=1, weights=weights, weights_cache=kept.name)
         for label, weights in ENCODINGS.items()
     }
     try:
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         for backend in backends.values():
             asyncio.run(backend.aclose())
+        kept.cleanup()
 
 
 def _loaded_size(backend: LlamaCppBackend) -> int:

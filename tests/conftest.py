@@ -38,3 +38,39 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+class PublicOnly:
+    """A `llama_cpp.Llama` that refuses every attribute whose name starts with "_", so a
+    test fails wherever arq reaches into llama-cpp-python's private state."""
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_target", target)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"arq read Llama's private attribute {name!r}")
+        return getattr(object.__getattribute__(self, "_target"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            raise AttributeError(f"arq set Llama's private attribute {name!r}")
+        setattr(object.__getattribute__(self, "_target"), name, value)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _llama_public_only() -> Iterator[None]:
+    """Every `Llama` arq makes in the tests is wrapped in `PublicOnly`."""
+    try:
+        import llama_cpp
+    except ImportError:
+        yield
+        return
+    real = llama_cpp.Llama
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        return PublicOnly(real(*args, **kwargs))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(llama_cpp, "Llama", guarded)
+        yield

