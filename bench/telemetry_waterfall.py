@@ -13,11 +13,9 @@ their events; writes the PNG (matplotlib).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
+from demo_runs import DEMO
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,21 +25,9 @@ from arq.backends import LlamaCppBackend
 from arq.telemetry import Telemetry
 
 
-def _demo() -> Any:
-    """The demo module, loaded from its file (examples/ is not a package on the path)."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "support_reply.py"
-    spec = importlib.util.spec_from_file_location("support_reply_demo", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def repaired_run(seed: int, tries: int, temperature: float) -> tuple[list[ReadableSpan], int]:
     """The spans of the first run from `seed` on that was repaired and ended valid."""
-    demo = _demo()
+    demo = DEMO
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
