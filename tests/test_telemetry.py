@@ -668,7 +668,7 @@ def test_the_overhead_bench_replays_the_telemetry_of_a_run(recorded: Recorded) -
 
 
 def test_the_waterfall_is_drawn_from_exported_spans(recorded: Recorded, tmp_path: Path) -> None:
-    waterfall = bench_script("telemetry_waterfall")
+    waterfall = bench_script("telemetry_waterfall", "demo_runs")
     tracer = recorded.tracer_provider.get_tracer("test")
     with scripted(recorded) as executor, tracer.start_as_current_span("POST /support/reply"):
         executor.run(Ticket, CONTEXT)
