@@ -112,7 +112,7 @@ def search(page: Page, url: str, term: str) -> int:
         results.first.wait_for(timeout=TIMEOUT_MS)
     except PlaywrightTimeout:
         return 0
-    return results.count()
+    return int(results.count())
 
 
 def main(argv: list[str] | None = None) -> int:
